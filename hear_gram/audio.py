@@ -1,0 +1,112 @@
+"""Audio handed to the HEAR API: checks, layout and channel adaptation.
+
+Layout rule (batched input only; a batch holds equal-length files):
+
+* ``(B, T)`` is mono.
+* ``(B, a, b)`` is channels-first ``(B, C, T)`` when ``a < b`` and channels-last
+  ``(B, T, C)`` (heareval's layout for multi-channel wav files) when ``a > b``: the
+  channel axis is the shorter one. Audio long enough to embed (at least
+  :func:`min_samples`) is always longer than the 4 channels any rule accepts, so the rule
+  is never ambiguous for valid input; ``a == b`` is rejected.
+
+Channel adaptation (the model's audio channels: mono 1, binaural 2, Ambisonics 4):
+
+=============  ===========  ==============================  ===========================
+input          mono model   binaural model                  Ambisonics model
+=============  ===========  ==============================  ===========================
+1 channel      as is        copied to L and R               copied to W, Y, Z, X
+2 channels     (L + R) / 2  as is                           error (no spatial mapping)
+4 (AmbiX)      W            W copied to L and R             as is (ACN: W, Y, Z, X; SN3D)
+=============  ===========  ==============================  ===========================
+
+Copying mono to every channel matches GRAM pretraining, whose clean batches were dry
+mono copied to all channels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from hear_gram import features as feat
+
+MAX_CHANNELS = 4
+
+
+def min_samples(sample_rate: int) -> int:
+    """Shortest input accepted at ``sample_rate``: one STFT window (1024 samples at 32 kHz)."""
+    return math.ceil(feat.N_FFT * sample_rate / feat.SAMPLE_RATE)
+
+
+def check_audio(audio: Tensor, sample_rate: int) -> Tensor:
+    """Validate a HEAR batch and return it channels-first, ``(B, C, T)`` float32.
+
+    Raises:
+        TypeError: not a floating-point tensor.
+        ValueError: wrong rank, empty, non-finite, too short, or too many channels.
+    """
+    if not isinstance(audio, Tensor):
+        raise TypeError(f"audio must be a torch.Tensor, got {type(audio).__name__}")
+    if not audio.is_floating_point():
+        raise TypeError(
+            f"audio has dtype {audio.dtype}; pass floating-point samples in [-1, 1] "
+            "(for int16 PCM, divide by 32768)"
+        )
+    if audio.dim() == 2:
+        audio = audio[:, None, :]
+    elif audio.dim() == 3:
+        a, b = audio.shape[1:]
+        if a == b:
+            raise ValueError(
+                f"audio of shape {tuple(audio.shape)} is ambiguous: pass (B, C, T) or (B, T, C) "
+                "with more samples than channels"
+            )
+        if a > b:
+            audio = audio.transpose(1, 2)
+    else:
+        raise ValueError(
+            f"audio must be (batch, samples), (batch, channels, samples) or "
+            f"(batch, samples, channels); got shape {tuple(audio.shape)}"
+        )
+    if audio.numel() == 0:
+        raise ValueError(f"audio is empty (shape {tuple(audio.shape)})")
+    channels, samples = audio.shape[1:]
+    if channels > MAX_CHANNELS or channels == 3:
+        raise ValueError(
+            f"audio has {channels} channels; hear_gram takes 1 (mono), 2 (binaural / stereo) "
+            "or 4 (first-order Ambisonics, AmbiX)"
+        )
+    shortest = min_samples(sample_rate)
+    if samples < shortest:
+        raise ValueError(
+            f"audio has {samples} samples, shorter than one analysis frame "
+            f"({shortest} samples at {sample_rate} Hz)"
+        )
+    if not torch.isfinite(audio).all():
+        raise ValueError("audio contains NaN or infinite samples")
+    return audio.float()
+
+
+def adapt_channels(audio: Tensor, kind: str) -> Tensor:
+    """Map ``(B, C, T)`` audio to the channels a model of feature ``kind`` takes.
+
+    See the module docstring for the table. Returns ``(B, C_model, T)``.
+    """
+    channels = audio.shape[1]
+    if kind == "mono":
+        return audio[:, :1] if channels == 4 else audio.mean(dim=1, keepdim=True)
+    if kind == "binaural":
+        if channels == 2:
+            return audio
+        return audio[:, :1].expand(-1, 2, -1)
+    if kind == "ambisonics":
+        if channels == 2:
+            raise ValueError(
+                "a 2-channel (stereo / binaural) recording has no first-order Ambisonics "
+                "equivalent; use a binaural model (hear_gram.gram_binaural) or pass 4-channel "
+                "AmbiX (W, Y, Z, X) audio"
+            )
+        return audio if channels == 4 else audio.expand(-1, 4, -1)
+    raise ValueError(f"unknown feature kind {kind!r}")

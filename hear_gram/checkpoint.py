@@ -1,0 +1,271 @@
+"""Checkpoints: a folder in Hugging Face layout (``config.json`` + ``model.safetensors``).
+
+``config.json`` written by hear_gram::
+
+    {"format": "hear-gram", "format_version": 1, "variant": "gram-binaural",
+     "architecture": "gram", "features": "binaural", "encoder": {...encoder arguments...},
+     "metadata": {...free-form: what it was trained on, steps, ...}}
+
+A reference ``ref`` is resolved in this order: ``"random"`` (untrained weights, seeded), an
+existing local folder or ``.safetensors`` file, a Hugging Face Hub repository
+``org/name`` or ``org/name@revision`` (downloaded through ``huggingface_hub``, which honours
+``HF_HUB_OFFLINE``, ``HF_HOME`` and ``HF_HUB_CACHE``). Weights are never unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from hear_gram.errors import CheckpointError
+from hear_gram.variants import REFERENCE_CONVERTERS, VARIANTS, create_encoder, get_variant
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT = "hear-gram"
+FORMAT_VERSION = 1
+RANDOM = "random"
+RANDOM_SEED = 0
+_HUB_REF = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+
+
+def make_config(variant: str, encoder_args: dict, metadata: dict | None = None) -> dict:
+    """The ``config.json`` content of a checkpoint of ``variant``."""
+    spec = get_variant(variant)
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "variant": variant,
+        "architecture": spec["architecture"],
+        "features": spec["features"],
+        "encoder": {k: list(v) if isinstance(v, tuple) else v for k, v in encoder_args.items()},
+        "metadata": metadata or {},
+    }
+
+
+def save_checkpoint(
+    folder: str | Path,
+    encoder: nn.Module,
+    variant: str,
+    encoder_args: dict,
+    metadata: dict | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``encoder`` as a checkpoint folder, atomically (a temporary folder, then rename).
+
+    Raises:
+        FileExistsError: ``folder`` exists and ``overwrite`` is False.
+    """
+    folder = Path(folder)
+    if folder.exists() and not overwrite:
+        raise FileExistsError(f"{folder} exists; choose another folder or remove it first")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        state = {k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}
+        save_file(state, tmp / WEIGHTS_NAME, metadata={"format": "pt"})
+        config = make_config(variant, encoder_args, metadata)
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def download(ref: str) -> Path:
+    """Local snapshot folder of Hub repository ``org/name[@revision]``.
+
+    Raises:
+        CheckpointError: not downloadable (offline, no network, unknown repository) and not
+            in the local cache; the message says how to get the weights.
+    """
+    from huggingface_hub import snapshot_download
+
+    repo_id, _, revision = ref.partition("@")
+    try:
+        path = snapshot_download(
+            repo_id, revision=revision or None, allow_patterns=["*.json", "*.safetensors"]
+        )
+    except Exception as error:  # huggingface_hub raises many types for "not reachable"
+        raise CheckpointError(
+            f"could not get {ref!r} from the Hugging Face Hub, nor from the local cache "
+            f"({type(error).__name__}: {error}). On a machine with network access run "
+            f"`huggingface-cli download {repo_id}` (then copy the cache, HF_HOME, here), or "
+            "pass a local checkpoint folder or .safetensors file as model_file_path "
+            "(hear-validator -m PATH, heareval --model PATH), or 'random' for untrained weights"
+        ) from error
+    return Path(path)
+
+
+def resolve(ref: str) -> Path:
+    """A local path for ``ref``: an existing file or folder, or a downloaded Hub snapshot."""
+    path = Path(ref).expanduser()
+    if path.exists():
+        return path
+    if _HUB_REF.match(ref) and not ref.startswith((".", "/", "~")):
+        return download(ref)
+    raise CheckpointError(
+        f"checkpoint {ref!r} is neither an existing file or folder nor a Hub reference "
+        "(org/name[@revision]); pass a checkpoint folder, a .safetensors file, a Hub "
+        "reference or 'random'"
+    )
+
+
+def _weights_and_config(path: Path) -> tuple[Path, dict | None]:
+    if path.is_dir():
+        weights = path / WEIGHTS_NAME
+        if not weights.exists():
+            found = sorted(path.glob("*.safetensors"))
+            if len(found) != 1:
+                raise CheckpointError(
+                    f"{path} holds no {WEIGHTS_NAME} (safetensors files there: "
+                    f"{[f.name for f in found]}); a checkpoint folder needs exactly one"
+                )
+            weights = found[0]
+        config_path = path / CONFIG_NAME
+    else:
+        if path.suffix != ".safetensors":
+            raise CheckpointError(
+                f"{path} is not a .safetensors file; hear_gram never unpickles weights "
+                "(.ckpt/.pt/.bin can run code): convert it with "
+                "`python -m hear_gram.convert IN OUT_FOLDER --variant NAME`"
+            )
+        weights, config_path = path, path.with_name(CONFIG_NAME)
+    config = None
+    if config_path.exists():
+        loaded = json.loads(config_path.read_text())
+        if isinstance(loaded, dict) and loaded.get("format") == FORMAT:
+            config = loaded
+    return weights, config
+
+
+def load_state_strict(module: nn.Module, state: dict[str, Tensor], what: str) -> None:
+    """``load_state_dict(strict=True)`` with one error naming every missing, unexpected and
+    mis-shaped key."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(state))
+        if state[k].shape != own[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {missing}")
+    if unexpected:
+        problems.append(f"unexpected keys {unexpected}")
+    if shapes:
+        problems.append(f"shape mismatches {shapes}")
+    if problems:
+        raise CheckpointError(f"{what} does not fit the model: " + "; ".join(problems))
+    module.load_state_dict(state, strict=True)
+
+
+def _check_variant(found: str, wanted: str, source: str) -> None:
+    if found != wanted:
+        module = "hear_gram." + found.replace("-", "_")
+        raise CheckpointError(
+            f"{source} is a {found} checkpoint, not {wanted}: load it with {module}"
+        )
+
+
+def _variant_from_shapes(args: dict, wanted: str) -> dict:
+    """Check inferred encoder arguments against the variant; fold 2-channel clean models."""
+    spec = get_variant(wanted)
+    want = spec["encoder"]
+    if (
+        spec["features"] == "mono"
+        and args["in_chans"] == 2
+        and tuple(args["patch_size"]) == tuple(want["patch_size"])
+    ):
+        return {**args, "in_chans": 1, "fold_stereo": True}
+    if args["in_chans"] != want["in_chans"] or tuple(args["patch_size"]) != tuple(
+        want["patch_size"]
+    ):
+        guess = [
+            name
+            for name, other in VARIANTS.items()
+            if other["architecture"] == spec["architecture"]
+            and other["encoder"]["in_chans"] == args["in_chans"]
+            and tuple(other["encoder"]["patch_size"]) == tuple(args["patch_size"])
+        ]
+        hint = f"; it looks like {guess[0]} (hear_gram.{guess[0].replace('-', '_')})" if guess else ""
+        raise CheckpointError(
+            f"checkpoint has {args['in_chans']} input channels and {tuple(args['patch_size'])} "
+            f"patches, but {wanted} takes {want['in_chans']} and {tuple(want['patch_size'])}{hint}"
+        )
+    return args
+
+
+def load_encoder(ref: str, variant: str) -> tuple[nn.Module, dict]:
+    """Load the encoder of ``variant`` from ``ref`` (see the module docstring).
+
+    Returns:
+        ``(encoder, config)`` with ``config`` in hear_gram's ``config.json`` form (for a
+        reference-layout checkpoint: inferred from its shapes). The decoder weights of a
+        reference checkpoint are left out (see :func:`load_reference`).
+    Raises:
+        CheckpointError: not found, another variant, or keys/shapes that do not fit.
+    """
+    spec = get_variant(variant)
+    if ref == RANDOM:
+        encoder = create_encoder(spec["architecture"], spec["encoder"], seed=RANDOM_SEED)
+        return encoder, make_config(variant, spec["encoder"], {"weights": RANDOM})
+    weights, config = _weights_and_config(resolve(ref))
+    state = load_file(weights)
+    if config is not None:
+        _check_variant(config["variant"], variant, str(weights))
+        encoder = create_encoder(config["architecture"], config["encoder"])
+        load_state_strict(encoder, state, str(weights))
+        return encoder, config
+    return encoder_from_reference(state, variant, str(ref))
+
+
+def encoder_from_reference(
+    state: dict[str, Tensor], variant: str, source: str
+) -> tuple[nn.Module, dict]:
+    """Build ``variant``'s encoder from a reference-layout state dict, loading strictly.
+
+    A 2-channel reference model loaded as a mono variant is folded to 1 input channel
+    (patch weights summed over channels), which is exact for mono copied to both channels.
+    """
+    spec = get_variant(variant)
+    encoder_state, _, args = REFERENCE_CONVERTERS[spec["architecture"]](state)
+    args = _variant_from_shapes(args, variant)
+    if args.pop("fold_stereo", False):
+        w = encoder_state["patch_embed.proj.weight"]
+        encoder_state["patch_embed.proj.weight"] = w.sum(dim=1, keepdim=True)
+    encoder = create_encoder(spec["architecture"], args)
+    load_state_strict(encoder, encoder_state, f"{source} (reference layout)")
+    return encoder, make_config(variant, args, {"converted_from": source})
+
+
+def load_reference(path: str | Path) -> dict[str, Tensor]:
+    """Read a reference checkpoint's state dict: safetensors, or a Lightning/PyTorch file
+    loaded with ``weights_only=True`` (its ``state_dict`` entry when present)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return load_file(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointError(
+            f"{path} could not be read safely (weights_only=True): {error}. Re-save its "
+            "state_dict with safetensors where it was trained"
+        ) from error
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} holds no state dict of tensors")
+    return state

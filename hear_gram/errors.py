@@ -1,0 +1,5 @@
+"""Exceptions raised by hear_gram."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be found, or does not fit the model it is loaded into."""

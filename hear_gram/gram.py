@@ -1,0 +1,231 @@
+"""GRAM-T encoder: a ViT over multi-channel spectrogram patches, its named variants and the
+converter from the reference (torchvision-style) weight layout.
+
+Input is one normalised 2-s chunk ``(B, C, 128, 200)``. Patches are 16 x 8 (a frequency-major
+8 x 25 grid, for patch masking) or 128 x 2 (a 1 x 100 grid, for time masking); fixed 2-D
+sin-cos positions; one CLS token; no channel embedding (channels enter through the patch
+convolution).
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import Tensor, nn
+
+from hear_gram import features as feat
+from hear_gram.errors import CheckpointError
+from hear_gram.layers import Block, PatchEmbed, init_transformer_weights, sincos_2d
+
+VIT_BASE = {"embed_dim": 768, "depth": 12, "num_heads": 12, "mlp_ratio": 4.0}
+
+# Named variants: the feature pipeline each expects and its encoder arguments.
+GRAM_VARIANTS: dict[str, dict] = {
+    "gram-binaural": {
+        "features": "binaural",
+        "encoder": {"in_chans": 2, "patch_size": (16, 8), **VIT_BASE},
+        "hub": "labhamlet/gramt-binaural",
+    },
+    "gram-binaural-time": {
+        "features": "binaural",
+        "encoder": {"in_chans": 2, "patch_size": (128, 2), **VIT_BASE},
+        "hub": None,
+    },
+    "gram-ambisonics": {
+        "features": "ambisonics",
+        "encoder": {"in_chans": 7, "patch_size": (16, 8), **VIT_BASE},
+        "hub": None,
+    },
+    "gram-clean": {
+        "features": "mono",
+        "encoder": {"in_chans": 1, "patch_size": (16, 8), **VIT_BASE},
+        "hub": None,
+    },
+}
+
+
+class GramEncoder(nn.Module):
+    """GRAM-T Transformer encoder over one 2-s multi-channel spectrogram chunk.
+
+    ``forward`` returns the CLS embedding ``(B, D)`` and per-step embeddings
+    ``(B, S, E)``: one step per patch column (``frames_per_step`` spectrogram frames), the
+    frequency tokens of that column concatenated (E = rows * D; 6144 for 16 x 8 patches).
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 2,
+        patch_size: tuple[int, int] = (16, 8),
+        n_mels: int = feat.N_MELS,
+        chunk_frames: int = 200,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        norm_eps: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        patch_size = tuple(patch_size)
+        if n_mels % patch_size[0] or chunk_frames % patch_size[1]:
+            raise ValueError(f"patch {patch_size} does not tile a {n_mels} x {chunk_frames} chunk")
+        self.in_chans = in_chans
+        self.chunk_frames = chunk_frames
+        self.frames_per_step = patch_size[1]
+        self.grid = (n_mels // patch_size[0], chunk_frames // patch_size[1])
+        self.embed_dim = embed_dim
+        self.frame_dim = self.grid[0] * embed_dim
+        self.patch_embed = PatchEmbed(in_chans, embed_dim, patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.register_buffer("pos_embed", sincos_2d(embed_dim, self.grid), persistent=False)
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, norm_eps=norm_eps) for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        w = self.patch_embed.proj.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.patch_embed.proj.bias)
+        nn.init.normal_(self.cls_token, std=0.02)
+        self.blocks.apply(init_transformer_weights)
+        self.norm.apply(init_transformer_weights)
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def patch_tokens(self, x: Tensor) -> Tensor:
+        """Patch embeddings plus positions, ``(B, C, 128, 200)`` to ``(B, N, D)``."""
+        return self.patch_embed(x) + self.pos_embed[:, 1:]
+
+    def forward_tokens(
+        self, x: Tensor, keep: Tensor | None = None, valid_steps: Tensor | None = None
+    ) -> Tensor:
+        """Encode a chunk; returns the normalised tokens ``(B, 1 + N_kept, D)``, CLS first.
+
+        Args:
+            x: ``(B, C, 128, 200)`` normalised features.
+            keep: optional ``(B, K)`` indices of the patches to encode (MAE visible set).
+            valid_steps: optional ``(B,)`` number of patch columns holding audio; tokens of
+                later columns are masked out of attention (they hold only padding).
+        """
+        tokens = self.patch_tokens(x)
+        if keep is not None:
+            tokens = torch.gather(tokens, 1, keep[..., None].expand(-1, -1, tokens.shape[-1]))
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
+        h = torch.cat([cls, tokens], dim=1)
+        mask = None
+        if valid_steps is not None:
+            if keep is not None:
+                raise ValueError("valid_steps and keep cannot be combined")
+            column = torch.arange(self.num_patches, device=x.device) % self.grid[1]
+            key_ok = column[None, :] < valid_steps[:, None].to(x.device)
+            key_ok = torch.cat([key_ok.new_ones(key_ok.shape[0], 1), key_ok], dim=1)
+            mask = key_ok[:, None, None, :]
+        for block in self.blocks:
+            h = block(h, mask)
+        return self.norm(h)
+
+    def forward(self, x: Tensor, valid_steps: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``x``: ``(B, C, 128, 200)``. Returns CLS ``(B, D)`` and steps ``(B, S, E)``."""
+        h = self.forward_tokens(x, valid_steps=valid_steps)
+        rows, cols = self.grid
+        steps = h[:, 1:].reshape(h.shape[0], rows, cols, -1).transpose(1, 2)
+        return h[:, 0], steps.reshape(h.shape[0], cols, -1)
+
+
+# --- the reference layout (labhamlet/GRAM-T, torchvision ViT key names) -----------------
+
+_ENCODER_RENAMES = [
+    (r"encoder\.layers\.encoder_layer_(\d+)\.ln_1\.", r"blocks.\1.norm1."),
+    (r"encoder\.layers\.encoder_layer_(\d+)\.ln_2\.", r"blocks.\1.norm2."),
+    (r"encoder\.layers\.encoder_layer_(\d+)\.self_attention\.in_proj_", r"blocks.\1.attn.qkv."),
+    (r"encoder\.layers\.encoder_layer_(\d+)\.self_attention\.out_proj\.", r"blocks.\1.attn.proj."),
+    (r"encoder\.layers\.encoder_layer_(\d+)\.mlp\.0\.", r"blocks.\1.mlp.fc1."),
+    (r"encoder\.layers\.encoder_layer_(\d+)\.mlp\.3\.", r"blocks.\1.mlp.fc2."),
+    (r"encoder\.ln\.", "norm."),
+    (r"patch_embed\.proj\.", "patch_embed.proj."),
+    (r"cls_token", "cls_token"),
+]
+_DECODER_KEY = re.compile(
+    r"(mask_token|decoder_pos_embed|decoder_embed\..*|decoder_blocks\..*|decoder_norm\..*"
+    r"|spec_pred\..*)"
+)
+_FEATURE_BUFFERS = {
+    "spectrogram.window": feat.analysis_window,
+    "mel_scale.fb": feat.mel_filterbank,
+}
+
+
+def is_reference_layout(state_dict: dict[str, Tensor]) -> bool:
+    """Whether a state dict uses the reference GRAM-T key names."""
+    return any(
+        k.removeprefix("model.").startswith(("encoder.layers.", "encoder.pos_embedding"))
+        for k in state_dict
+    )
+
+
+def _check_buffer(name: str, value: Tensor, expected: Tensor, what: str) -> None:
+    if value.shape != expected.shape or not torch.allclose(
+        value.float(), expected.float(), rtol=1e-4, atol=1e-5
+    ):
+        raise CheckpointError(
+            f"checkpoint {what} {name!r} (shape {tuple(value.shape)}) differs from hear_gram's "
+            f"{tuple(expected.shape)}: the weights were trained with other features or "
+            "positions and would give wrong embeddings here"
+        )
+
+
+def convert_reference_state_dict(
+    state_dict: dict[str, Tensor],
+) -> tuple[dict[str, Tensor], dict[str, Tensor], dict]:
+    """Map a reference GRAM-T state dict onto :class:`GramEncoder`'s layout.
+
+    Accepts keys with or without the ``model.`` prefix of the Hugging Face release. The
+    fixed sin-cos positions and the feature buffers (``melspec.*``, ``mel_spec.melspec.*``)
+    are checked against hear_gram's own and dropped; decoder keys are returned separately
+    under their reference names (for continued pretraining); any other key is an error.
+
+    Returns:
+        ``(encoder_state, decoder_state, encoder_args)``, the last inferred from the shapes
+        (heads = width / 64, as in ViT-B).
+    """
+    encoder, decoder, unknown, pos = {}, {}, [], None
+    for raw_key, value in state_dict.items():
+        key = raw_key.removeprefix("model.")
+        buffer = key.removeprefix("mel_spec.").removeprefix("melspec.")
+        if key.startswith(("melspec.", "mel_spec.melspec.")) and buffer in _FEATURE_BUFFERS:
+            _check_buffer(raw_key, value, _FEATURE_BUFFERS[buffer](), "feature buffer")
+        elif key == "encoder.pos_embedding":
+            pos = value
+        elif _DECODER_KEY.fullmatch(key):
+            decoder[key] = value
+        else:
+            for pattern, replacement in _ENCODER_RENAMES:
+                if re.match(pattern, key):
+                    encoder[re.sub(pattern, replacement, key, count=1)] = value
+                    break
+            else:
+                unknown.append(raw_key)
+    if unknown:
+        raise CheckpointError(f"unrecognised keys in a reference GRAM-T checkpoint: {unknown}")
+    if "patch_embed.proj.weight" not in encoder:
+        raise CheckpointError("reference checkpoint has no 'patch_embed.proj.weight'")
+    proj = encoder["patch_embed.proj.weight"]
+    width = proj.shape[0]
+    args = {
+        "in_chans": proj.shape[1],
+        "patch_size": (proj.shape[2], proj.shape[3]),
+        "embed_dim": width,
+        "depth": len({k.split(".")[1] for k in encoder if k.startswith("blocks.")}),
+        "num_heads": max(1, width // 64),
+        "mlp_ratio": encoder["blocks.0.mlp.fc1.weight"].shape[0] / width
+        if "blocks.0.mlp.fc1.weight" in encoder
+        else 4.0,
+    }
+    if pos is not None:
+        grid = (feat.N_MELS // args["patch_size"][0], 200 // args["patch_size"][1])
+        _check_buffer("encoder.pos_embedding", pos, sincos_2d(width, grid), "position embedding")
+    return encoder, decoder, args

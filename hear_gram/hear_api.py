@@ -1,0 +1,141 @@
+"""The HEAR API (``load_model``, ``get_scene_embeddings``, ``get_timestamp_embeddings``)
+over any hear_gram encoder variant.
+
+Data flow: audio (checked, channels adapted, resampled to 32 kHz) -> features -> 2-s chunks
+-> encoder -> per-step embeddings (timestamp embeddings) and their mean over time (scene
+embeddings), or the duration-weighted mean of the chunks' CLS tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchaudio
+from torch import Tensor, nn
+
+from hear_gram import features as feat
+from hear_gram.audio import adapt_channels, check_audio
+from hear_gram.checkpoint import load_encoder
+from hear_gram.chunking import embed_files, step_timestamps
+from hear_gram.variants import get_variant
+
+DEFAULT_SAMPLE_RATE = 48000
+SCENE_MODES = ("mean", "cls")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+class HearModel(nn.Module):
+    """An encoder with its feature pipeline and the attributes HEAR asks for.
+
+    Attributes:
+        sample_rate: rate of the audio this model takes (resampled to 32 kHz inside).
+        scene_embedding_size: width of scene embeddings.
+        timestamp_embedding_size: width of timestamp embeddings.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        variant: str,
+        config: dict,
+        sample_rate: int = DEFAULT_SAMPLE_RATE,
+        scene_embedding: str = "mean",
+        precision: str = "fp32",
+        batch_chunks: int = 16,
+    ) -> None:
+        super().__init__()
+        if scene_embedding not in SCENE_MODES:
+            raise ValueError(f"scene_embedding must be one of {SCENE_MODES}, got {scene_embedding!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        if int(sample_rate) != sample_rate or sample_rate < 8000:
+            raise ValueError(f"sample_rate must be an integer rate >= 8000 Hz, got {sample_rate!r}")
+        if int(batch_chunks) != batch_chunks or batch_chunks < 1:
+            raise ValueError(f"batch_chunks must be a positive integer, got {batch_chunks!r}")
+        self.encoder = encoder.eval()
+        self.variant = variant
+        self.config = config
+        self.kind = config["features"]
+        self.sample_rate = int(sample_rate)
+        self.scene_embedding = scene_embedding
+        self.precision = precision
+        self.batch_chunks = int(batch_chunks)
+        self.timestamp_embedding_size = int(encoder.frame_dim)
+        self.scene_embedding_size = (
+            self.timestamp_embedding_size if scene_embedding == "mean" else int(encoder.embed_dim)
+        )
+        self.resample = (
+            torchaudio.transforms.Resample(self.sample_rate, feat.SAMPLE_RATE)
+            if self.sample_rate != feat.SAMPLE_RATE
+            else nn.Identity()
+        )
+        self.register_buffer("window", feat.analysis_window(), persistent=False)
+        self.register_buffer("mel_fb", feat.mel_filterbank(), persistent=False)
+        self.requires_grad_(False)
+
+    def _outputs(self, audio: Tensor, keep_steps: bool) -> list:
+        audio = check_audio(audio, self.sample_rate).to(self.window.device)
+        audio = adapt_channels(audio, self.kind)
+        waves = (self.resample(wave) for wave in audio)
+        with torch.inference_mode():
+            return embed_files(
+                self.encoder,
+                waves,
+                self.kind,
+                self.window,
+                self.mel_fb,
+                self.batch_chunks,
+                keep_steps,
+                PRECISIONS[self.precision],
+            )
+
+    def timestamp_embeddings(self, audio: Tensor) -> tuple[Tensor, Tensor]:
+        """``(B, S, timestamp_embedding_size)`` embeddings and ``(B, S)`` times in ms."""
+        outputs = self._outputs(audio, keep_steps=True)
+        embeddings = torch.stack([torch.cat(o.steps) for o in outputs])
+        times = step_timestamps(embeddings.shape[1], self.encoder.frames_per_step, embeddings.device)
+        return embeddings, times.expand(embeddings.shape[0], -1).contiguous()
+
+    def scene_embeddings(self, audio: Tensor) -> Tensor:
+        """``(B, scene_embedding_size)``: mean over time of the step embeddings, or the
+        chunks' CLS tokens weighted by their valid duration."""
+        outputs = self._outputs(audio, keep_steps=False)
+        if self.scene_embedding == "cls":
+            return torch.stack([o.cls_sum / o.frame_count for o in outputs])
+        return torch.stack([o.step_sum / o.step_count for o in outputs])
+
+
+def load_model(variant: str, model_file_path: str = "", **options) -> HearModel:
+    """Load ``variant`` for the HEAR API.
+
+    Args:
+        variant: a name from :data:`hear_gram.variants.VARIANTS`.
+        model_file_path: checkpoint folder, ``.safetensors`` file, Hub reference
+            ``org/name[@revision]``, or ``"random"``; empty for the variant's released
+            weights.
+        **options: as heareval's ``--model-options`` passes them: ``sample_rate`` (default
+            48000; resampled to 32 kHz inside), ``scene_embedding`` (``"mean"`` or
+            ``"cls"``), ``precision`` (``"fp32"`` or ``"bf16"`` autocast),
+            ``batch_chunks`` (2-s chunks per encoder call, default 16).
+    """
+    accepted = {"sample_rate", "scene_embedding", "precision", "batch_chunks"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise TypeError(f"unknown load_model options {unknown}; accepted: {sorted(accepted)}")
+    ref = model_file_path or get_variant(variant)["hub"]
+    if not ref:
+        raise ValueError(
+            f"{variant} has no released weights; pass a checkpoint folder, .safetensors file, "
+            "Hub reference or 'random' as model_file_path"
+        )
+    encoder, config = load_encoder(str(ref), variant)
+    return HearModel(encoder, variant, config, **options)
+
+
+def get_timestamp_embeddings(audio: Tensor, model: HearModel) -> tuple[Tensor, Tensor]:
+    """HEAR timestamp embeddings: ``(B, S, E)`` float32 and ``(B, S)`` centres in ms."""
+    return model.timestamp_embeddings(audio)
+
+
+def get_scene_embeddings(audio: Tensor, model: HearModel) -> Tensor:
+    """HEAR scene embeddings: ``(B, scene_embedding_size)`` float32."""
+    return model.scene_embeddings(audio)

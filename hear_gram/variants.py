@@ -1,0 +1,32 @@
+"""Registry of named model variants: architecture, feature pipeline and encoder arguments."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from hear_gram.gram import GRAM_VARIANTS, GramEncoder, convert_reference_state_dict
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"gram": GramEncoder}
+REFERENCE_CONVERTERS = {"gram": convert_reference_state_dict}
+VARIANTS: dict[str, dict] = {name: {"architecture": "gram", **cfg} for name, cfg in GRAM_VARIANTS.items()}
+
+
+def get_variant(name: str) -> dict:
+    """A deep copy of a variant's configuration; raises ``KeyError`` naming the known ones."""
+    if name not in VARIANTS:
+        raise KeyError(f"unknown variant {name!r}; known variants: {sorted(VARIANTS)}")
+    return copy.deepcopy(VARIANTS[name])
+
+
+def create_encoder(architecture: str, encoder_args: dict, seed: int | None = None) -> nn.Module:
+    """Build an encoder; with ``seed`` its random initialisation is reproducible."""
+    if architecture not in ARCHITECTURES:
+        raise KeyError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
+    if seed is None:
+        return ARCHITECTURES[architecture](**encoder_args)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ARCHITECTURES[architecture](**encoder_args)
