@@ -201,7 +201,9 @@ def _variant_from_shapes(args: dict, wanted: str) -> dict:
             and other["encoder"]["in_chans"] == args["in_chans"]
             and tuple(other["encoder"]["patch_size"]) == tuple(args["patch_size"])
         ]
-        hint = f"; it looks like {guess[0]} (hear_gram.{guess[0].replace('-', '_')})" if guess else ""
+        hint = (
+            f"; it looks like {guess[0]} (hear_gram.{guess[0].replace('-', '_')})" if guess else ""
+        )
         raise CheckpointError(
             f"checkpoint has {args['in_chans']} input channels and {tuple(args['patch_size'])} "
             f"patches, but {wanted} takes {want['in_chans']} and {tuple(want['patch_size'])}{hint}"

@@ -119,7 +119,7 @@ def embed_files(
         for index, wave in enumerate(waves):
             outputs.append(_FileOutputs(keep_steps))
             for block, valid in iter_chunks(wave, kind, window, fb, encoder.chunk_frames):
-                yield from ((index, c, int(v)) for c, v in zip(block, valid))
+                yield from ((index, c, int(v)) for c, v in zip(block, valid, strict=True))
 
     fps = encoder.frames_per_step
     context = (

@@ -1,6 +1,6 @@
 """Convert a reference GRAM-T checkpoint into a hear_gram checkpoint folder.
 
-    python -m hear_gram.convert gram_binaural.ckpt exported/gram-binaural --variant gram-binaural
+python -m hear_gram.convert gram_binaural.ckpt exported/gram-binaural --variant gram-binaural
 """
 
 from __future__ import annotations
@@ -14,8 +14,13 @@ from hear_gram.variants import VARIANTS
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("source", help="reference checkpoint: .safetensors, or .ckpt/.pt (read with weights_only=True)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "source",
+        help="reference checkpoint: .safetensors, or .ckpt/.pt (read with weights_only=True)",
+    )
     parser.add_argument("out", help="output checkpoint folder (must not exist)")
     parser.add_argument("--variant", required=True, choices=sorted(VARIANTS))
     args = parser.parse_args(argv)

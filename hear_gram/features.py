@@ -38,7 +38,9 @@ def num_frames(num_samples: int) -> int:
     return math.ceil(num_samples / HOP)
 
 
-def mel_filterbank(device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+def mel_filterbank(
+    device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """GRAM's mel filterbank: 128 HTK mels over 50-16000 Hz, no normalisation.
 
     Returns:
@@ -56,7 +58,9 @@ def mel_filterbank(device: torch.device | None = None, dtype: torch.dtype = torc
     return fb.to(device=device, dtype=dtype)
 
 
-def analysis_window(device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+def analysis_window(
+    device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """Periodic Hann window of ``N_FFT`` samples, shape ``(1024,)``."""
     return torch.hann_window(N_FFT, device=device, dtype=dtype)
 
@@ -172,7 +176,9 @@ def compute_features(wave: Tensor, kind: str) -> Tensor:
     window = analysis_window(wave.device, wave.dtype)
     fb = mel_filterbank(wave.device, wave.dtype)
     padded = pad_for_frames(wave)
-    return features_from_padded(padded[..., frame_slice(0, num_frames(wave.shape[-1]))], kind, window, fb)
+    return features_from_padded(
+        padded[..., frame_slice(0, num_frames(wave.shape[-1]))], kind, window, fb
+    )
 
 
 def normalize(x: Tensor, num_valid: Tensor | None = None, eps: float = NORM_EPS) -> Tensor:

@@ -1,4 +1,4 @@
-"""HEAR API of GRAM-Ambisonics: 16 x 8 patches over 4 log-mels + 3 intensity vectors of AmbiX audio."""
+"""HEAR API of GRAM-Ambisonics: 16 x 8 patches over 4 log-mels + 3 intensity vectors (AmbiX)."""
 
 from torch import Tensor
 

@@ -1,4 +1,4 @@
-"""HEAR API of GRAM-Binaural, time-masked: 128 x 2 patches over 2-channel log-mels; 768-d steps every 20 ms."""
+"""HEAR API of GRAM-Binaural, time-masked: 128 x 2 patches; 768-d steps every 20 ms."""
 
 from torch import Tensor
 

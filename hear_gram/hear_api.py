@@ -44,7 +44,9 @@ class HearModel(nn.Module):
     ) -> None:
         super().__init__()
         if scene_embedding not in SCENE_MODES:
-            raise ValueError(f"scene_embedding must be one of {SCENE_MODES}, got {scene_embedding!r}")
+            raise ValueError(
+                f"scene_embedding must be one of {SCENE_MODES}, got {scene_embedding!r}"
+            )
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         if int(sample_rate) != sample_rate or sample_rate < 8000:
@@ -92,7 +94,9 @@ class HearModel(nn.Module):
         """``(B, S, timestamp_embedding_size)`` embeddings and ``(B, S)`` times in ms."""
         outputs = self._outputs(audio, keep_steps=True)
         embeddings = torch.stack([torch.cat(o.steps) for o in outputs])
-        times = step_timestamps(embeddings.shape[1], self.encoder.frames_per_step, embeddings.device)
+        times = step_timestamps(
+            embeddings.shape[1], self.encoder.frames_per_step, embeddings.device
+        )
         return embeddings, times.expand(embeddings.shape[0], -1).contiguous()
 
     def scene_embeddings(self, audio: Tensor) -> Tensor:

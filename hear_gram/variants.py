@@ -11,7 +11,9 @@ from hear_gram.gram import GRAM_VARIANTS, GramEncoder, convert_reference_state_d
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"gram": GramEncoder}
 REFERENCE_CONVERTERS = {"gram": convert_reference_state_dict}
-VARIANTS: dict[str, dict] = {name: {"architecture": "gram", **cfg} for name, cfg in GRAM_VARIANTS.items()}
+VARIANTS: dict[str, dict] = {
+    name: {"architecture": "gram", **cfg} for name, cfg in GRAM_VARIANTS.items()
+}
 
 
 def get_variant(name: str) -> dict:
