@@ -26,6 +26,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from hear_gram.checkpoint import load_state_strict
+
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 WEIGHTS = "model.safetensors"
@@ -118,10 +120,12 @@ def save(
     return final
 
 
-def load(path: Path, model: nn.Module) -> dict:
-    """Load a checkpoint's weights into ``model`` (strictly) and return its state dict
-    (``step``, ``ranks``, optimiser, scheduler, config)."""
-    from hear_gram.checkpoint import load_state_strict
-
-    load_state_strict(model, load_file(Path(path) / WEIGHTS), str(path))
+def read_state(path: Path) -> dict:
+    """A checkpoint's ``state.pt``: ``step``, ``ranks``, optimiser, scheduler, config."""
     return torch.load(Path(path) / STATE, map_location="cpu", weights_only=True)
+
+
+def load(path: Path, model: nn.Module) -> dict:
+    """Load a checkpoint's weights into ``model`` (strictly) and return :func:`read_state`."""
+    load_state_strict(model, load_file(Path(path) / WEIGHTS), str(path))
+    return read_state(path)

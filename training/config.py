@@ -246,6 +246,10 @@ def validate(config: Config) -> None:
         raise ConfigError(f"scenes.snr_db must be [low, high], got {s.snr_db}")
     if not 0.0 <= s.clean_ratio <= 1.0:
         raise ConfigError(f"scenes.clean_ratio must be in [0, 1], got {s.clean_ratio}")
+    if o.lr <= 0 or not 0 <= o.min_lr <= o.lr:
+        raise ConfigError(
+            f"optim.lr must be > 0 and optim.min_lr in [0, lr]; got {o.lr}, {o.min_lr}"
+        )
     if len(o.betas) != 2:
         raise ConfigError(f"optim.betas must be [beta1, beta2], got {o.betas}")
     if t.precision not in ("auto", "bf16", "fp32"):

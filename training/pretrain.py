@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import math
 import os
@@ -45,13 +46,24 @@ from torch.nn.parallel import DistributedDataParallel
 from hear_gram.errors import CheckpointError
 from hear_gram.features import AUDIO_CHANNELS
 from hear_gram.gram import GRAM_VARIANTS
-from training import checkpointing, config as configuration
-from training.data import BadClipError, ClipStream, ReaderState, clip_samples, make_loader, open_source
+from training import checkpointing
+from training import config as configuration
+from training.data import (
+    BadClipError,
+    ClipStream,
+    ReaderState,
+    TooManyBadClipsError,
+    clip_samples,
+    make_loader,
+    open_source,
+)
 from training.mae import build_model, init_from, parameter_count
 from training.masking import random_masking
 from training.samples import training_samples
+from training.scenes import SceneSampler, render
 
 log = logging.getLogger("training")
+METRICS = "metrics.jsonl"
 
 
 class UsageError(Exception):
@@ -168,15 +180,20 @@ def _train(cfg, out, resume, init, rank, world, device, stop) -> torch.nn.Module
     if found is None and (checkpointing.checkpoint_dir(out) / checkpointing.LATEST).exists():
         raise UsageError(f"{out}: 'latest' names a missing checkpoint; fix or remove it")
     if found is not None and not resume:
-        raise UsageError(f"{out} already holds a run: pass --resume to continue it or choose another --out")
+        raise UsageError(
+            f"{out} already holds a run: pass --resume to continue it or choose another --out"
+        )
     if found is not None and init:
         raise UsageError("--init-from applies to a new run only; this run already has checkpoints")
 
     torch.manual_seed(t.seed)
     model = build_model(m).to(device)
-    decay = o.weight_decay
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=decay, fused=device.type == "cuda"
+        model.parameters(),
+        lr=o.lr,
+        betas=tuple(o.betas),
+        weight_decay=o.weight_decay,
+        fused=device.type == "cuda",
     )
     factor = partial(lr_factor, warmup=o.warmup_steps, total=t.steps, min_ratio=o.min_lr / o.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -215,8 +232,6 @@ def _train(cfg, out, resume, init, rank, world, device, stop) -> torch.nn.Module
 
     scenes = None
     if cfg.scenes.clean_ratio < 1.0:
-        from training.scenes import SceneSampler
-
         scenes = SceneSampler(
             cfg.scenes.rirs, cfg.scenes.noise, cfg.scenes.snr_db, channels, cfg.data.loudness_dbfs
         )
@@ -241,7 +256,9 @@ def _train(cfg, out, resume, init, rank, world, device, stop) -> torch.nn.Module
     if t.compile:
         model = torch.compile(model)
     if world > 1:
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     bf16 = t.precision == "bf16" or (t.precision == "auto" and device.type == "cuda")
     autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=bf16)
     writer = None
@@ -301,13 +318,11 @@ def _train(cfg, out, resume, init, rank, world, device, stop) -> torch.nn.Module
                 rng, generator = step_rng(t.seed, rank, step, micro, device)
                 clean = scenes is None or rng.random() < cfg.scenes.clean_ratio
                 with torch.no_grad():
-                    from training.scenes import render
-
-                    waves = render(batch, channels, clean, device) if not clean else (
-                        batch["audio"].to(device)[:, None].expand(-1, channels, -1)
-                    )
+                    waves = render(batch, channels, clean, device)
                     x = training_samples(waves, kind, t.crops_per_clip, frames, generator)
-                    keep, masked = random_masking(x.shape[0], grid[0] * grid[1], m.mask_ratio, generator, device)
+                    keep, masked = random_masking(
+                        x.shape[0], grid[0] * grid[1], m.mask_ratio, generator, device
+                    )
                 last = micro == t.accum_steps - 1
                 sync = contextlib.nullcontext() if last or world == 1 else model.no_sync()
                 with sync:
@@ -317,18 +332,17 @@ def _train(cfg, out, resume, init, rank, world, device, stop) -> torch.nn.Module
                 loss_sum += loss.detach()
             grad_norm = torch.nn.utils.clip_grad_norm_(bare.parameters(), o.grad_clip)
             bad = sum(s["bad"] for s in reader_states.values())
-            stats = torch.stack(
-                [loss_sum, grad_norm.to(device), torch.tensor(float(stop.signum), device=device), torch.tensor(float(bad), device=device)]
-            )
+            flags = torch.tensor([float(stop.signum > 0), float(bad)], device=device)
+            stats = torch.cat([torch.stack([loss_sum, grad_norm.to(device)]), flags])
             if world > 1:
                 dist.all_reduce(stats)
-                stats[0] /= world
-            loss_value, norm_value, signum, bad_total = stats.tolist()
+                stats[:2] /= world
+            loss_value, norm_value, stopping, bad_total = stats.tolist()
             if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
                 last_good = checkpointing.latest(out)
                 raise TrainingFailed(
                     f"loss {loss_value} / gradient norm {norm_value} at step {step + 1} is not "
-                    f"finite; stopped without updating the weights. The last good checkpoint is "
+                    "finite; stopped without updating the weights. The last good checkpoint is "
                     f"{last_good or '(none yet)'}: resume from it with a lower optim.lr or a "
                     "longer optim.warmup_steps"
                 )
@@ -346,20 +360,34 @@ def _train(cfg, out, resume, init, rank, world, device, stop) -> torch.nn.Module
                 mean_loss = interval_loss / interval_steps
                 log.info(
                     "step %d/%d | loss %.4f | lr %.2e | %.1f samples/s | ETA %s | bad clips %d",
-                    step, t.steps, mean_loss, lr, samples_per_s, format_eta(eta), bad_total,
+                    step,
+                    t.steps,
+                    mean_loss,
+                    lr,
+                    samples_per_s,
+                    format_eta(eta),
+                    bad_total,
                 )
+                metrics = {
+                    "step": step,
+                    "loss": mean_loss,
+                    "lr": lr,
+                    "samples_per_s": samples_per_s,
+                    "grad_norm": norm_value,
+                    "bad_clips": bad_total,
+                }
+                with open(out / METRICS, "a") as f:
+                    f.write(json.dumps(metrics) + "\n")
                 if writer is not None:
-                    writer.add_scalar("train/loss", mean_loss, step)
-                    writer.add_scalar("train/lr", lr, step)
-                    writer.add_scalar("train/samples_per_s", samples_per_s, step)
-                    writer.add_scalar("train/grad_norm", norm_value, step)
-                    writer.add_scalar("data/bad_clips", bad_total, step)
+                    for name, value in metrics.items():
+                        if name != "step":
+                            writer.add_scalar(f"train/{name}", value, step)
                     writer.flush()
                 interval_loss, interval_steps, interval_start = 0.0, 0, time.perf_counter()
-            if signum or step % t.checkpoint_every == 0 or step == t.steps:
+            if stopping or step % t.checkpoint_every == 0 or step == t.steps:
                 save()
-            if signum:
-                raise Interrupted(int(signum) if world == 1 else stop.signum or signal.SIGTERM)
+            if stopping:
+                raise Interrupted(stop.signum or signal.SIGTERM)
     finally:
         del batches
         if writer is not None:
@@ -399,7 +427,9 @@ def resolve_config(args: argparse.Namespace) -> configuration.Config:
     if path is None and args.resume and saved.is_file():
         path = saved
     if path is None:
-        raise configuration.ConfigError("--config is required (except with --resume of an existing run)")
+        raise configuration.ConfigError(
+            "--config is required (except with --resume of an existing run)"
+        )
     return configuration.load(path, overrides)
 
 
@@ -413,12 +443,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = resolve_config(args)
         train(cfg, Path(args.out), resume=args.resume, init=args.init_from)
-    except (configuration.ConfigError, UsageError, CheckpointError, BadClipError, ValueError) as error:
+    except (
+        configuration.ConfigError,
+        UsageError,
+        CheckpointError,
+        BadClipError,
+        ValueError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except Interrupted as stopped:
         return 128 + stopped.signum
-    except TrainingFailed as error:
+    except (TrainingFailed, TooManyBadClipsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -26,7 +26,9 @@ def random_crops(
     b, c, m, n = features.shape
     if n < frames:
         raise ValueError(f"clips of {n} frames are shorter than a {frames}-frame sample")
-    starts = torch.randint(0, n - frames + 1, (b, crops), generator=generator, device=features.device)
+    starts = torch.randint(
+        0, n - frames + 1, (b, crops), generator=generator, device=features.device
+    )
     index = starts[..., None] + torch.arange(frames, device=features.device)
     index = index[:, :, None, None, :].expand(b, crops, c, m, frames)
     source = features[:, None].expand(b, crops, c, m, n)

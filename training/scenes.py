@@ -20,7 +20,7 @@ from torch import Tensor
 
 from hear_gram.features import SAMPLE_RATE
 from natheear_tasks.mix import fft_convolve, mix_scene
-from natheear_tasks.rirbank import RirBank
+from natheear_tasks.rirbank import RirBank, collate_scenes
 from training.data import ClipIndex, decode_audio, open_source, prepare_clip
 
 
@@ -66,18 +66,17 @@ class SceneSampler:
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_bank": None}
 
-    def sample(self, rng: np.random.Generator, num_samples: int) -> dict[str, Tensor]:
-        """One clip's scene: ``source_rir (C, L)``, ``noise_rirs (K, C, L)``, and with a
-        noise source ``noise (T,)``, ``noise_length ()`` and ``snr_db ()``.
+    def sample(self, rng: np.random.Generator, num_samples: int) -> dict:
+        """One clip's scene: ``scene`` (a :class:`RirScene`) and, with a noise source,
+        ``noise (T,)``, ``noise_length ()`` and ``snr_db ()``.
 
         Raises:
             BadClipError: the drawn noise recording cannot be decoded.
         """
         scene = self.bank[int(rng.integers(self.num_scenes))]
-        rirs = torch.as_tensor(np.asarray(scene.rirs, dtype=np.float32))
-        item = {"source_rir": rirs[0], "noise_rirs": rirs[1:]}
+        item = {"scene": scene}
         if self.noise is not None:
-            if rirs.shape[0] < 2:
+            if scene.num_noise == 0:
                 raise ValueError(
                     f"a scene of RIR bank {self.rirs_path} has no noise RIRs, but scenes.noise "
                     "is set: use a bank with noise RIRs or set scenes.noise=null"
@@ -89,24 +88,21 @@ class SceneSampler:
             item["snr_db"] = torch.tensor(rng.uniform(*self.snr_db), dtype=torch.float32)
         return item
 
-    def collate(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-        """Stack a batch, zero-padding RIRs to the longest and noise RIRs to the most rows:
-        ``source_rir (B, C, L)``, ``noise_rirs (B, K, C, L)``, ``noise_rir_mask (B, K)``."""
-        length = max(max(i["source_rir"].shape[-1], i["noise_rirs"].shape[-1]) for i in items)
-        rows = max(i["noise_rirs"].shape[0] for i in items)
-        b, channels = len(items), items[0]["source_rir"].shape[0]
-        source = torch.zeros(b, channels, length)
-        noise_rirs = torch.zeros(b, rows, channels, length)
-        mask = torch.zeros(b, rows, dtype=torch.bool)
-        for n, item in enumerate(items):
-            source[n, :, : item["source_rir"].shape[-1]] = item["source_rir"]
-            k, _, l_noise = item["noise_rirs"].shape
-            noise_rirs[n, :k, :, :l_noise] = item["noise_rirs"]
-            mask[n, :k] = True
-        out = {"source_rir": source, "noise_rirs": noise_rirs, "noise_rir_mask": mask}
+    def collate(self, items: list[dict]) -> dict[str, Tensor]:
+        """Stack a batch with natheear_tasks' ``collate_scenes``: ``source_rir (B, C, L)``,
+        ``noise_rirs (B, K, C, L)`` and ``noise_rir_mask (B, K)``, zero-padded to the longest
+        RIR and the most noise RIRs of the batch."""
+        scenes = [item["scene"] for item in items]
+        rows = max(scene.num_noise for scene in scenes)
+        source, noise_rirs, mask = collate_scenes(scenes, max_noise=rows)
+        out = {
+            "source_rir": torch.from_numpy(source),
+            "noise_rirs": torch.from_numpy(noise_rirs),
+            "noise_rir_mask": torch.from_numpy(mask),
+        }
         for key in ("noise", "noise_length", "snr_db"):
             if key in items[0]:
-                out[key] = torch.stack([i[key] for i in items])
+                out[key] = torch.stack([item[key] for item in items])
         return out
 
 
