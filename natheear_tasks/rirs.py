@@ -29,15 +29,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pyroomacoustics as pra
 import scipy.fft
 from scipy.signal import ShortTimeFFT
 
+from natheear_tasks import rooms
 from natheear_tasks.hrtf import HrtfSet, fibonacci_sphere
 from natheear_tasks.mix import next_fast_len
+from natheear_tasks.pool import run_jobs
+from natheear_tasks.rirbank import RirBank, RirBankWriter
 from natheear_tasks.rooms import SPEED_OF_SOUND, Scene, sabine_absorption
+from natheear_tasks.seeding import derive_seed, generator
 
 FRACTIONAL_DELAY_HALF_WIDTH = 32  # taps each side of a windowed-sinc fractional delay
 TAIL_MAX_DENSITY = 10000.0  # reflections per second, as pyroomacoustics
@@ -389,3 +394,95 @@ def simulate(
     scale = 1.0 / math.sqrt(float(np.mean(np.sum(rirs[0] ** 2, axis=-1))))
     info = {"absorption": round(absorption, 6), "rt60_ray_traced": round(rt60, 4)}
     return (rirs * scale).astype(np.float32), info
+
+
+def make_receiver(format: str, sample_rate: int, hrtf: HrtfSet | None) -> Receiver:
+    """The receiver of a bank ``format`` ("binaural" needs ``hrtf``)."""
+    if format == "ambisonics":
+        return AmbisonicsReceiver()
+    if hrtf is None:
+        raise ValueError("a binaural receiver needs an HRTF set")
+    return BinauralReceiver(hrtf, sample_rate)
+
+
+def bank_generator(
+    format: str, seed: int, settings: SimulationSettings, hrtf: HrtfSet | None
+) -> dict:
+    """The description of how a bank's scenes are made (stored in ``bank.json``)."""
+    description = {
+        "seed": int(seed),
+        "simulation": settings.record(),
+        "scenes": rooms.sampling_ranges(),
+        "receiver": "AmbiX first-order Ambisonics (ACN W, Y, Z, X; SN3D)",
+    }
+    if format == "binaural":
+        description["receiver"] = "binaural"
+        description["hrtf"] = {"name": hrtf.name, "digest": hrtf.digest}
+    return description
+
+
+_BANK_WORKER: dict = {}
+
+
+def _start_bank_worker(
+    writer: RirBankWriter, seed: int, settings: SimulationSettings, hrtf: HrtfSet | None
+) -> None:
+    info = writer.info
+    _BANK_WORKER.update(
+        writer=writer,
+        seed=seed,
+        settings=settings,
+        receiver=make_receiver(info["format"], info["sample_rate"], hrtf),
+    )
+
+
+def _make_bank_scene(index: int) -> int:
+    w = _BANK_WORKER
+    scene = rooms.sample_scene(generator(w["seed"], "scene", index))
+    rirs, info = simulate(
+        scene,
+        w["receiver"],
+        w["writer"].info["sample_rate"],
+        w["settings"],
+        derive_seed(w["seed"], "rirs", index),
+    )
+    record = scene.record()
+    record["room"].update(info)
+    w["writer"].write_scene(index, rirs, record)
+    return index
+
+
+def build_bank(
+    path: str | Path,
+    format: str,
+    sample_rate: int,
+    count: int,
+    seed: int = 0,
+    hrtf: HrtfSet | None = None,
+    settings: SimulationSettings | None = None,
+    workers: int = 1,
+) -> RirBank:
+    """Simulate ``count`` random scenes into a bank at ``path`` (resumes an unfinished one).
+
+    Scene ``i`` depends only on ``seed`` and ``i``: the bank is the same whatever the number
+    of workers or interruptions.
+    """
+    settings = settings or SimulationSettings()
+    writer = RirBankWriter(
+        path, format, sample_rate, count, bank_generator(format, seed, settings, hrtf)
+    )
+    if writer.is_complete():
+        return RirBank.open(path)
+    writer.start()
+    todo = [i for i in range(count) if not writer.has_scene(i)]
+    for _ in run_jobs(
+        _make_bank_scene,
+        todo,
+        workers,
+        initializer=_start_bank_worker,
+        initargs=(writer, seed, settings, hrtf),
+        desc=f"simulating {format} RIRs",
+        unit="scene",
+    ):
+        pass
+    return writer.finalize()

@@ -76,6 +76,23 @@ class Scene:
         }
 
 
+def sampling_ranges() -> dict:
+    """The ranges :func:`sample_scene` draws from (recorded with RIR banks)."""
+    return {
+        "room_length_m": list(ROOM_LENGTH),
+        "room_height_m": list(ROOM_HEIGHT),
+        "rt60_s": list(RT60),
+        "max_absorption": MAX_ABSORPTION,
+        "listener_height_m": LISTENER_HEIGHT,
+        "source_distance_m": list(SOURCE_DISTANCE),
+        "wall_margin_m": WALL_MARGIN,
+        "listener_margin_m": LISTENER_MARGIN,
+        "noise_min_distance_m": NOISE_MIN_DISTANCE,
+        "diffuse_noise_sources": list(DIFFUSE_NOISE_SOURCES),
+        "localized_noise_probability": LOCALIZED_PROBABILITY,
+    }
+
+
 def sabine_absorption(room_size: tuple[float, float, float], rt60: float) -> float:
     """Wall energy absorption giving ``rt60`` by Sabine's formula ``RT60 = 0.161 V / (S a)``."""
     x, y, z = room_size
