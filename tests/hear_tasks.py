@@ -45,7 +45,7 @@ def write_task(
                 labels[f"{split}{i}.wav"] = [{"label": label, "start": 100.0, "end": 600.0}]
         (task / f"{split}.json").write_text(json.dumps(labels))
     (task / "labelvocabulary.csv").write_text(
-        "idx,label\n" + "".join(f"{i},{name}\n" for i, name in enumerate(LABELS))
+        "idx,label\n" + "".join(f"{i},{word}\n" for i, word in enumerate(LABELS))
     )
     metadata = {
         "task_name": name,
