@@ -57,15 +57,26 @@ def encoder_ceiling(model, audio: torch.Tensor, repeats: int) -> float:
     return best_time(run, repeats)
 
 
+def peak_rss_gib() -> float:
+    """Peak resident memory of this process (VmHWM; ru_maxrss would count the parent's
+    memory copied at fork)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def peak_memory(minutes: float, sample_rate: int) -> None:
     """Child process: embed one long stereo file, print peak RSS before and after."""
     model = hear_gram.load_model("random", sample_rate=sample_rate)
-    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    loaded = peak_rss_gib()
     audio = torch.randn(1, int(minutes * 60 * sample_rate), 2) * 0.1
     start = time.perf_counter()
     emb, _ = hear_gram.get_timestamp_embeddings(audio, model)
     took = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak = peak_rss_gib()
     print(
         json.dumps({"loaded_gib": loaded, "peak_gib": peak, "seconds": took, "steps": emb.shape[1]})
     )
