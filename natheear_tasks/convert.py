@@ -353,6 +353,8 @@ def run(job: Job) -> Summary:
     atomic_write_json(job.partial / JOB_FILE, job.description, indent=2)
     mine = job.task.files[job.options.shard_index :: job.options.num_shards]
     todo = [e for e in mine if not _record_path(job.partial, e).exists()]
+    # files of one bank scene one after the other: each worker resamples its RIRs once
+    todo.sort(key=lambda e: plan(job.options.seed, e.identity, len(bank))["bank_scene"])
     summary.skipped = len(mine) - len(todo)
     for seconds in run_jobs(
         _convert_file,
