@@ -159,3 +159,20 @@ def test_mix_scene_keeps_float64_and_handles_silent_noise():
     )
     assert out.dtype == torch.float64
     torch.testing.assert_close(out, fft_convolve(dry, rir))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_mix_scene_on_cuda_matches_cpu():
+    torch.manual_seed(3)
+    args = (
+        torch.randn(2, 3000),
+        torch.randn(2, 4, 300),
+        torch.randn(2, 3000),
+        torch.randn(2, 3, 4, 300),
+        torch.tensor([[1, 0, 0], [1, 1, 1]], dtype=torch.bool),
+        torch.tensor([10.0, 25.0]),
+    )
+    cpu = mix_scene(*args, 16000)
+    gpu = mix_scene(*(a.cuda() for a in args), 16000)
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-4)

@@ -17,6 +17,7 @@ def test_synthesized_noise_has_its_spectral_slope_and_unit_level():
     band = (f > 100) & (f < 10000)
     slope = np.polyfit(np.log10(f[band]), 10 * np.log10(power[band]), 1)[0]
     assert abs(slope + 10 * record["spectral_slope"]) < 1.5, (slope, record)
+
     # the 16-kHz clip is the 48-kHz one resampled: the same noise at every rate
     def below_7k(x, rate):  # band-limit to 7 kHz and sample at 16 kHz, through the FFT
         spectrum = np.fft.rfft(x)[: int(7000 * len(x) / rate)]
