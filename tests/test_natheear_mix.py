@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from natheear_tasks.mix import fade, fft_convolve, mix_scene, next_fast_len, scale_noise_to_snr
+from natheear_tasks.mix import fade, fft_convolve, mix_scene, scale_noise_to_snr
 
 
 def _energy_snr_db(source: torch.Tensor, noise: torch.Tensor, active=None) -> np.ndarray:
@@ -12,19 +12,6 @@ def _energy_snr_db(source: torch.Tensor, noise: torch.Tensor, active=None) -> np
     es = (source.double() ** 2 * w).sum(dim=(1, 2))
     en = (noise.double() ** 2 * w).sum(dim=(1, 2))
     return (10 * torch.log10(es / en)).numpy()
-
-
-def test_next_fast_len_is_the_smallest_5_smooth_length():
-    def smooth(m: int) -> bool:
-        for p in (2, 3, 5):
-            while m % p == 0:
-                m //= p
-        return m == 1
-
-    for n in list(range(1, 700)) + [9999, 48001, 262145]:
-        m = next_fast_len(n)
-        assert m >= n and smooth(m)
-        assert not any(smooth(k) for k in range(n, m)), n
 
 
 def test_fft_convolve_matches_numpy_and_broadcasts():
