@@ -357,7 +357,8 @@ def _train(cfg, out, resume, init, rank, world, device, stop) -> torch.nn.Module
                     f"loss {loss_value} / gradient norm {norm_value} at step {step + 1} is not "
                     "finite; stopped without updating the weights. The last good checkpoint is "
                     f"{last_good or '(none yet)'}: resume from it with a lower optim.lr or a "
-                    "longer optim.warmup_steps"
+                    f"longer optim.warmup_steps. Rank {rank}'s last clips: "
+                    + ", ".join(batch["keys"][:8])
                 )
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
