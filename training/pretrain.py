@@ -92,7 +92,9 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def step_rng(seed: int, rank: int, step: int, micro: int, device: torch.device):
+def step_rng(
+    seed: int, rank: int, step: int, micro: int, device: torch.device
+) -> tuple[np.random.Generator, torch.Generator]:
     """The loop's random draws for one micro-batch: a NumPy generator and a torch one."""
     sequence = np.random.SeedSequence([seed, rank, step, micro])
     generator = torch.Generator(device=device)
@@ -185,7 +187,16 @@ def train(
             dist.destroy_process_group()
 
 
-def _train(cfg, out, resume, init, rank, world, device, stop) -> torch.nn.Module:
+def _train(
+    cfg: configuration.Config,
+    out: Path,
+    resume: bool,
+    init: str | None,
+    rank: int,
+    world: int,
+    device: torch.device,
+    stop: StopSignals,
+) -> torch.nn.Module:
     m, t, o = cfg.model, cfg.train, cfg.optim
     master = rank == 0
     channels = AUDIO_CHANNELS[GRAM_VARIANTS[m.variant]["features"]]
@@ -387,6 +398,7 @@ def _train(cfg, out, resume, init, rank, world, device, stop) -> torch.nn.Module
                     "loss": mean_loss,
                     "lr": lr,
                     "samples_per_s": samples_per_s,
+                    "eta_s": eta,
                     "grad_norm": norm_value,
                     "bad_clips": bad_total,
                 }
