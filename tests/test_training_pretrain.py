@@ -78,6 +78,31 @@ def test_existing_run_needs_resume(toy_run, capsys):
     assert "already holds a run: pass --resume" in capsys.readouterr().err
 
 
+def test_too_many_bad_clips_through_workers_exits_instead_of_hanging(tmp_path):
+    """The run stops with exit code 1 and its data worker processes end with it."""
+    data = write_dataset(tmp_path / "data", clips=4, shards=2, seconds=2.5, noise=2, scenes=2)
+    for shard in (data / "shards").glob("*.tar"):
+        shard.write_bytes(shard.read_bytes()[:600] + b"\0" * 2000)
+    cmd = [
+        sys.executable,
+        "-m",
+        "training.pretrain",
+        "--config",
+        str(TOY),
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    result = subprocess.run(
+        cmd + overrides(data, **{"data.max_bad_fraction": 0.0}),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "no readable clips" in result.stderr
+
+
 def test_resume_after_sigterm_equals_an_uninterrupted_run(toy_data, tmp_path):
     fields = {"train.steps": 8, "train.checkpoint_every": 100}
     whole = train(toy_config(toy_data, **fields), tmp_path / "whole")
@@ -90,12 +115,15 @@ def test_resume_after_sigterm_equals_an_uninterrupted_run(toy_data, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,
     )
     output = []
     for line in proc.stdout:
         output.append(line)
         if "step 3/8" in line:
-            proc.send_signal(signal.SIGTERM)
+            # As a scheduler does: the whole process group. Data workers sit in a group of
+            # their own, so only the main process sees it, checkpoints, and stops them.
+            os.killpg(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=120) == 128 + signal.SIGTERM, "".join(output)
     stopped = checkpointing.latest(run)
     assert stopped is not None and 3 <= checkpointing.read_state(stopped)["step"] < 8, output

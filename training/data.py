@@ -32,7 +32,7 @@ import glob
 import io
 import logging
 import math
-import signal
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -423,9 +423,10 @@ class ClipStream(IterableDataset):
 
 
 def _worker_init(_: int) -> None:
-    # The main process handles SIGINT/SIGTERM (checkpoint, then stop) and shuts workers down.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # A process group of its own: Ctrl-C or a scheduler's SIGTERM to the training's group
+    # reach only the main process, which checkpoints and then stops the workers. Default
+    # handlers stay, so the workers still end when the main process terminates them.
+    os.setpgid(0, 0)
     torch.set_num_threads(1)
 
 
