@@ -32,10 +32,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from natheear_tasks import doa_probe, report, scoring
-from natheear_tasks.atomic import write_json, write_text
+from natheear_tasks import doa_probe, localize, report, scoring
+from natheear_tasks.taskdir import atomic_write_bytes, atomic_write_json
 
-LOCALIZATION = "localization"
 HEAREVAL_SCORES = "test.predicted-scores.json"
 HEAREVAL_DONE = "prediction-done.json"
 GRID_NAMES = tuple(doa_probe.GRIDS)
@@ -73,12 +72,12 @@ class TaskInfo:
 
     @property
     def localization(self) -> bool:
-        return self.metadata.get("prediction_type") == LOCALIZATION
+        return self.metadata.get("prediction_type") == localize.PREDICTION_TYPE
 
     @property
     def metric(self) -> str:
         if self.localization:
-            return doa_probe.PRIMARY_METRIC
+            return doa_probe.primary_metric(self.metadata)
         return self.metadata["evaluation"][0]
 
     def describe(self) -> dict:
@@ -120,7 +119,11 @@ def find_tasks(tasks_dir: Path, names: list[str] | None = None) -> list[TaskInfo
     """Task directories (folders with ``task_metadata.json``) under ``tasks_dir``, by name."""
     if not tasks_dir.is_dir():
         raise UsageError(f"--tasks-dir {tasks_dir} is not a folder")
-    found = {p.name: p for p in sorted(tasks_dir.iterdir()) if (p / "task_metadata.json").is_file()}
+    found = {
+        p.name: p
+        for p in sorted(tasks_dir.iterdir())
+        if not p.name.startswith(".") and (p / "task_metadata.json").is_file()
+    }
     if names:
         unknown = sorted(set(names) - set(found))
         if unknown:
@@ -143,16 +146,23 @@ def find_tasks(tasks_dir: Path, names: list[str] | None = None) -> list[TaskInfo
             for k in ("embedding_type", "prediction_type", "split_mode", "splits")
             if k not in metadata
         ]
-        if metadata.get("prediction_type") != LOCALIZATION and not metadata.get("evaluation"):
+        if metadata.get("prediction_type") != localize.PREDICTION_TYPE and not metadata.get(
+            "evaluation"
+        ):
             missing.append("evaluation")
         if missing:
             problems.append(f"{name}: task_metadata.json lacks {missing}")
             continue
         task = TaskInfo(name, path, metadata)
+        try:
+            metric = task.metric
+        except ValueError as error:
+            problems.append(f"{name}: {error}")
+            continue
         if task.localization and metadata["embedding_type"] != "scene":
             problems.append(f"{name}: a localization task needs embedding_type 'scene'")
-        elif task.metric not in scoring.HIGHER_IS_BETTER:
-            problems.append(f"{name}: unknown primary metric {task.metric!r}")
+        elif metric not in scoring.HIGHER_IS_BETTER:
+            problems.append(f"{name}: unknown primary metric {metric!r}")
         else:
             tasks.append(task)
     if problems:
@@ -304,7 +314,13 @@ def resolve_weights(spec: ModelSpec) -> Path | None:
         try:
             return download(spec.model)
         except CheckpointError as error:
-            raise ModelUnavailable(str(error).split(". ")[0]) from error
+            cause = error.__cause__ or error
+            detail = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+            raise ModelUnavailable(
+                f"{spec.model} could not be downloaded from the Hugging Face Hub and is not in "
+                f"the local cache ({type(cause).__name__}: {detail}); on a machine with network "
+                f"access run `huggingface-cli download {spec.model}`, then copy HF_HOME here"
+            ) from error
     raise UsageError(
         f"--model {spec.model!r} ({spec.label}) is neither an existing file or folder nor a "
         "Hugging Face Hub reference org/name[@revision]"
@@ -392,7 +408,7 @@ def _check_fingerprint(run_dir: Path, fingerprint: dict, force: bool) -> None:
                     f"{changed}); pass --force to recompute, or use another --label or --out"
                 )
             shutil.rmtree(run_dir)
-    write_json(path, fingerprint)
+    atomic_write_json(path, fingerprint, indent=2)
 
 
 def evaluate_model(
@@ -441,8 +457,9 @@ def evaluate_model(
             data = json.loads((embed_dir / doa_probe.SCORES_NAME).read_text())
             test = data["test"]
             result.scores[task.name] = {
-                "score": test["doa_error_mean_deg"],
-                "median": test["doa_error_median_deg"],
+                "score": test[task.metric],
+                "mean": test["mean_doa_error_deg"],
+                "median": test["median_doa_error_deg"],
                 "std": None,
             }
             result.errors[task.name] = list(data["errors_deg"].values())
@@ -538,9 +555,11 @@ def summarize(
 
 def write_report(summary: dict, results: list[ModelResult], out: Path) -> list[Path]:
     """Write ``summary.json``, ``summary.md`` and the PNG plots into ``out``."""
+    atomic_write_json(out / "summary.json", summary, indent=2)
+    atomic_write_bytes(out / "summary.md", report.markdown_table(summary).encode())
     written = [
-        write_json(out / "summary.json", summary),
-        write_text(out / "summary.md", report.markdown_table(summary)),
+        out / "summary.json",
+        out / "summary.md",
         report.plot_scores(summary, out / "scores.png"),
     ]
     errors: dict[str, dict[str, list[float]]] = {}
@@ -617,7 +636,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--grid-points", type=int, default=8, help="probe grid points searched (default 8)"
     )
     parser.add_argument("--force", action="store_true", help="recompute tasks already scored")
-    parser.set_defaults(run=run)
+    parser.set_defaults(handler=run)
     return parser
 
 

@@ -11,7 +11,7 @@ References file (``--references``), JSON::
     {"baseline": "logmel",          # defaults for every task (optional)
      "best": "perfect",
      "tasks": {"speech_commands": {"baseline": 0.12, "best": 0.97},
-               "speech_commands_localization": {"metric": "doa_error_mean_deg",
+               "speech_commands_localization": {"metric": "mean_doa_error_deg",
                                                 "baseline": 90.0, "best": 10.0}}}
 
 or CSV with a header ``task,baseline,best`` and optionally ``metric``. A value is a number
@@ -43,8 +43,8 @@ HIGHER_IS_BETTER = {
     "event_onset_50ms_fms": True,
     "event_onset_offset_50ms_20perc_fms": True,
     "segment_1s_er": False,
-    "doa_error_mean_deg": False,
-    "doa_error_median_deg": False,
+    "mean_doa_error_deg": False,
+    "median_doa_error_deg": False,
 }
 IDEAL = {
     "top1_acc": 1.0,
@@ -56,8 +56,8 @@ IDEAL = {
     "event_onset_50ms_fms": 1.0,
     "event_onset_offset_50ms_20perc_fms": 1.0,
     "segment_1s_er": 0.0,
-    "doa_error_mean_deg": 0.0,
-    "doa_error_median_deg": 0.0,
+    "mean_doa_error_deg": 0.0,
+    "median_doa_error_deg": 0.0,
 }
 
 

@@ -21,6 +21,7 @@ numpy generator). Needs the Debian packages ``espeak-ng flite sox alsa-utils``.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -33,8 +34,6 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 from tqdm import tqdm
-
-from natheear_tasks.atomic import write_json, write_text
 
 SAMPLE_RATE = 16000
 SPLITS = ("train", "valid", "test")
@@ -407,15 +406,12 @@ def write_task(root: Path, task: SynthTask) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
     try:
-        write_json(tmp / "task_metadata.json", task.metadata)
-        write_text(
-            tmp / "labelvocabulary.csv",
-            "idx,label\n" + "".join(f"{i},{label}\n" for i, label in enumerate(task.vocabulary)),
-        )
+        (tmp / "task_metadata.json").write_text(json.dumps(task.metadata, indent=2) + "\n")
+        vocabulary = "".join(f"{i},{label}\n" for i, label in enumerate(task.vocabulary))
+        (tmp / "labelvocabulary.csv").write_text("idx,label\n" + vocabulary)
         for split, files in task.splits.items():
-            write_json(
-                tmp / f"{split}.json", {f: labels for f, (_, labels) in sorted(files.items())}
-            )
+            split_labels = {file: labels for file, (_, labels) in sorted(files.items())}
+            (tmp / f"{split}.json").write_text(json.dumps(split_labels, indent=1) + "\n")
             folder = tmp / str(SAMPLE_RATE) / split
             folder.mkdir(parents=True)
             for file, (audio, _) in files.items():
@@ -472,7 +468,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--scale", type=float, default=1.0, help="size factor for the number of clips (default 1)"
     )
     parser.add_argument("--force", action="store_true", help="rewrite existing task folders")
-    parser.set_defaults(run=run)
+    parser.set_defaults(handler=run)
     return parser
 
 
