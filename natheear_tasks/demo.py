@@ -5,7 +5,8 @@ redoes what is missing)::
 
     1 synthesize   OUT/hear/synth_{speech_commands,env_scenes,env_events}   (mono, 16 kHz)
     2 RIR banks    OUT/rirs/binaural-32k (also the training scenes), OUT/rirs/ambisonics-16k
-    3 Nat-HEAR     OUT/tasks/<task>-binaural, -ambisonics, speech commands as localization
+    3 Nat-HEAR     OUT/tasks/: the three tasks binaural, speech commands as binaural and as
+                   Ambisonics localization tasks
     4 pretrain     a small GRAM-Binaural with training.pretrain on the synthetic clips in
                    simulated rooms; exported to OUT/models/gram-trained; the same
                    architecture untrained (seeded initialisation) to OUT/models/gram-untrained
@@ -76,6 +77,16 @@ TRAINING = {
     },
 }
 NOISE_CLASSES = ("rain", "wind", "engine")
+# (synthetic task, format, as a localization task). The binaural set is what the binaural
+# GRAMs are made for; the Ambisonics localization task is a control: the binaural models
+# and the log-mel baseline hear only its omnidirectional W channel.
+NATHEEAR_TASKS = (
+    ("speech_commands", "binaural", False),
+    ("env_scenes", "binaural", False),
+    ("env_events", "binaural", False),
+    ("speech_commands", "binaural", True),
+    ("speech_commands", "ambisonics", True),
+)
 
 
 class DemoError(RuntimeError):
@@ -120,22 +131,19 @@ def make_banks(out: Path, workers: int, counts: dict[str, int]) -> str:
     return f"{len(binaural)} binaural and {len(ambisonics)} Ambisonics scenes"
 
 
-def make_tasks(hear: Path, banks: Path, out: Path, formats: list[str], workers: int) -> str:
-    """Convert every synthetic task to each format, and speech commands to localization."""
+def make_tasks(hear: Path, banks: Path, out: Path, workers: int) -> str:
+    """Convert the synthetic tasks into the Nat-HEAR tasks of :data:`NATHEEAR_TASKS`."""
     from natheear_tasks.convert import Options, prepare, run
 
     bank_of = {"binaural": banks / "binaural-32k", "ambisonics": banks / "ambisonics-16k"}
-    jobs = [(source, fmt, False) for fmt in formats for source in sorted(hear.glob("synth_*"))] + [
-        (hear / "synth_speech_commands", fmt, True) for fmt in formats
-    ]
     made = []
-    for source, fmt, localization in jobs:
+    for source, fmt, localization in NATHEEAR_TASKS:
         options = Options(
             format=fmt, workers=workers, rirs=str(bank_of[fmt]), localization=localization
         )
-        summary = run(prepare(source, out, options))
+        summary = run(prepare(hear / f"synth_{source}", out, options))
         if not summary.complete:
-            raise DemoError(f"conversion of {source.name} to {fmt} did not complete")
+            raise DemoError(f"conversion of synth_{source} to {fmt} did not complete")
         made.append(summary.task.name)
     return f"{len(made)} tasks in {out}"
 
@@ -222,8 +230,8 @@ def run_demo(args: argparse.Namespace) -> int:
     with stage(2, "simulate RIR banks"):
         counts = {"binaural": args.bank_size, "ambisonics": args.bank_size}
         print(f"   {make_banks(banks, args.workers, counts)} in {banks}")
-    with stage(3, f"Nat-HEAR tasks ({', '.join(args.formats)}, localization)"):
-        print(f"   {make_tasks(hear, banks, tasks, args.formats, args.workers)}")
+    with stage(3, "Nat-HEAR tasks (binaural; binaural and Ambisonics localization)"):
+        print(f"   {make_tasks(hear, banks, tasks, args.workers)}")
     with stage(4, f"pretrain a small GRAM-Binaural ({args.train_steps} steps)"):
         print(f"   {pretrain(out, hear, banks / 'binaural-32k', args.train_steps)}")
     with stage(5, "evaluate (heareval embeddings and predictions, localization probe)"):
@@ -259,18 +267,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--out", default="work/demo", help="work folder (default work/demo)")
     parser.add_argument("--scale", type=float, default=1.0, help="task size factor (default 1)")
-    parser.add_argument(
-        "--formats",
-        nargs="+",
-        choices=("binaural", "ambisonics"),
-        default=["binaural", "ambisonics"],
-        help="Nat-HEAR formats to make and evaluate (default both)",
-    )
-    parser.add_argument("--bank-size", type=int, default=64, help="scenes per RIR bank")
-    parser.add_argument("--train-steps", type=int, default=300, help="pretraining steps")
+    parser.add_argument("--bank-size", type=int, default=48, help="scenes per RIR bank")
+    parser.add_argument("--train-steps", type=int, default=200, help="pretraining steps")
     parser.add_argument("--workers", type=int, default=2, help="processes for conversion")
     parser.add_argument("--grid", choices=evaluate.GRID_NAMES, default="fast", help="probe grid")
-    parser.add_argument("--grid-points", type=int, default=4, help="probe grid points")
+    parser.add_argument("--grid-points", type=int, default=2, help="probe grid points")
     parser.add_argument("--released", default=RELEASED, help=f"released weights ({RELEASED})")
     parser.add_argument("--no-released", action="store_true", help="skip the released weights")
     parser.set_defaults(handler=run)

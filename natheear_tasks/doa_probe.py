@@ -221,16 +221,23 @@ def primary_metric(metadata: dict) -> str:
     return metric
 
 
-def grid_confs(grid: str, grid_points: int, seed: int = SEED) -> list[dict]:
-    """The first ``grid_points`` points of ``GRIDS[grid]`` after a seeded shuffle."""
+def grid_confs(
+    grid: str, grid_points: int, task_grid: dict | None = None, seed: int = SEED
+) -> list[dict]:
+    """The first ``grid_points`` points of ``GRIDS[grid]`` after a seeded shuffle.
+
+    ``task_grid`` replaces some of the grid's values, as a task's
+    ``evaluation_params.task_specific_param_grid`` does in heareval.
+    """
     if grid not in GRIDS:
         raise ValueError(f"unknown grid {grid!r}; choose one of {sorted(GRIDS)}")
     if grid_points < 1:
         raise ValueError(f"grid_points must be at least 1, got {grid_points}")
-    keys = sorted(GRIDS[grid])
+    full = {**GRIDS[grid], **(task_grid or {})}
+    keys = sorted(full)
     confs = [
         dict(zip(keys, values, strict=True))
-        for values in itertools.product(*(GRIDS[grid][k] for k in keys))
+        for values in itertools.product(*(full[k] for k in keys))
     ]
     random.Random(seed).shuffle(confs)
     return confs[:grid_points]
@@ -285,7 +292,9 @@ def fit_and_score(
 
     first = plan[0]
     train, valid = gather(first["train"]), gather(first["valid"])
-    results = [fit(train, valid, conf, metric) for conf in grid_confs(grid, grid_points)]
+    task_grid = metadata.get("evaluation_params", {}).get("task_specific_param_grid")
+    confs = grid_confs(grid, grid_points, task_grid)
+    results = [fit(train, valid, conf, metric) for conf in confs]
     best = min(results, key=lambda r: r.validation_deg)
     fitted = [best] + [
         fit(gather(p["train"]), gather(p["valid"]), best.conf, metric) for p in plan[1:]

@@ -38,6 +38,7 @@ from natheear_tasks.taskdir import atomic_write_bytes, atomic_write_json
 HEAREVAL_SCORES = "test.predicted-scores.json"
 HEAREVAL_DONE = "prediction-done.json"
 GRID_NAMES = tuple(doa_probe.GRIDS)
+TF_CHATTER = ("WARNING: All log messages", "I0000", "W0000", "E0000")
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _HUB_REF = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -361,7 +362,8 @@ def _run_logged(command: list[str], log: Path, what: str) -> None:
             command, stdout=handle, stderr=subprocess.STDOUT, env=_env(), cwd=log.parent
         ).returncode
     if code:
-        tail = log.read_text(errors="replace").strip().splitlines()[-8:]
+        lines = log.read_text(errors="replace").strip().splitlines()
+        tail = [line for line in lines if not line.startswith(TF_CHATTER)][-8:]
         raise RuntimeError(
             f"{what} failed (exit {code}); full log: {log}\n    " + "\n    ".join(tail)
         )

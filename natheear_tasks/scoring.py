@@ -178,8 +178,8 @@ def resolve_reference(
     Args:
         scores: ``{model label: {task: primary score}}`` of this evaluation.
     Raises:
-        ReferenceError: the entry names another metric or an unknown model, or its numbers
-            put best no better than baseline (when a model's score does, the task is skipped).
+        ReferenceError: the entry names another metric, or its numbers put best no better
+            than baseline (when a model's score does, the task is skipped).
     """
     entry = refs.entry(task)
     if entry.get("metric", metric) != metric:
@@ -198,10 +198,7 @@ def resolve_reference(
             value = IDEAL[metric]
         elif isinstance(value, str):
             if value not in scores:
-                raise ReferenceError(
-                    f"{refs.source}: {task} {key} {value!r} is neither a number, 'perfect', nor "
-                    f"a model of this evaluation ({sorted(scores)})"
-                )
+                return f"{key} {value!r} is not a model of this evaluation ({sorted(scores)})"
             if task not in scores[value]:
                 return f"{key} model {value!r} has no score"
             value, from_model = scores[value][task], True

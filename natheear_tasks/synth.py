@@ -389,6 +389,8 @@ def env_events(rng: np.random.Generator, scale: float = 1.0) -> SynthTask:
     about = "sound events from sox and the ALSA test recordings over background noise"
     evaluation = ["event_onset_200ms_fms", "segment_1s_er"]
     metadata = _metadata("synth_env_events", "event", seconds, evaluation, about)
+    # sed_eval scoring is slow: validate every 10 epochs, as heareval does for DCASE 2016.
+    metadata["evaluation_params"] = {"task_specific_param_grid": {"check_val_every_n_epoch": [10]}}
     return SynthTask(metadata, list(EVENT_CLASSES), splits)
 
 
