@@ -69,7 +69,7 @@ TRAINING = {
         "seed": 0,
         "precision": "fp32",
         "compile": False,
-        "device": "cpu",
+        "device": "auto",
         "log_every": 25,
         "checkpoint_every": 100,
         "keep_checkpoints": 1,
@@ -267,8 +267,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--out", default="work/demo", help="work folder (default work/demo)")
     parser.add_argument("--scale", type=float, default=1.0, help="task size factor (default 1)")
-    parser.add_argument("--bank-size", type=int, default=48, help="scenes per RIR bank")
-    parser.add_argument("--train-steps", type=int, default=200, help="pretraining steps")
+    parser.add_argument("--bank-size", type=int, default=96, help="scenes per RIR bank")
+    parser.add_argument("--train-steps", type=int, default=400, help="pretraining steps")
     parser.add_argument("--workers", type=int, default=2, help="processes for conversion")
     parser.add_argument("--grid", choices=evaluate.GRID_NAMES, default="fast", help="probe grid")
     parser.add_argument("--grid-points", type=int, default=2, help="probe grid points")
