@@ -271,10 +271,10 @@ class ClipStream(IterableDataset):
     """Endless, resumable stream of batches of prepared clips for one rank.
 
     Each reader (DataLoader worker) yields whole batches: ``audio (B, T)``, ``audio_length
-    (B,)``, the collated extras, and ``reader`` / ``state`` (its id and position after the
-    batch). DataLoader hands batches out round-robin over workers, starting at physical
-    worker 0; ``first_reader`` says which reader that is, so a resumed stream continues
-    with the reader that was next.
+    (B,)``, the collated extras, ``keys`` (where each clip came from), and ``reader`` /
+    ``state`` (its id and position after the batch). DataLoader hands batches out
+    round-robin over workers, starting at physical worker 0; ``first_reader`` says which
+    reader that is, so a resumed stream continues with the reader that was next.
     """
 
     def __init__(
@@ -340,19 +340,26 @@ class ClipStream(IterableDataset):
         count = len(self._shard_index(unit))
         return np.random.default_rng([self.seed, epoch, unit]).permutation(count).tolist()
 
+    def epoch_clips(self, reader: int, epoch: int) -> list[tuple[int, int]]:
+        """``(unit, clip)`` pairs reader ``reader`` of this rank reads in ``epoch``, in order."""
+        return [
+            (unit, clip)
+            for unit in self.reader_units(reader, epoch)
+            for clip in self.unit_clips(unit, epoch)
+        ]
+
     def _clips(self, reader: int, state: ReaderState) -> Iterator[tuple[int, int, int]]:
-        """``(epoch, unit, clip)`` from ``state`` on, forever; advances ``state.position``."""
+        """``(epoch, unit, clip)`` from ``state`` on, forever; advances ``state``."""
         while True:
-            skip = state.position
-            for unit in self.reader_units(reader, state.epoch):
-                clips = self.unit_clips(unit, state.epoch)
-                if skip >= len(clips):
-                    skip -= len(clips)
-                    continue
-                for clip in clips[skip:]:
-                    state.position += 1
-                    yield state.epoch, unit, clip
-                skip = 0
+            clips = self.epoch_clips(reader, state.epoch)
+            if not clips:
+                raise TooManyBadClipsError(
+                    f"reader {reader} of rank {self.rank} has no readable clips in epoch "
+                    f"{state.epoch}: its shards are empty or unreadable"
+                )
+            for unit, clip in clips[state.position :]:
+                state.position += 1
+                yield state.epoch, unit, clip
             state.epoch, state.position = state.epoch + 1, 0
 
     # Reading ----------------------------------------------------------------------------
@@ -369,7 +376,7 @@ class ClipStream(IterableDataset):
         data, what = self._read(unit, clip)
         samples, rate = decode_audio(data, what)
         wave, length = prepare_clip(samples, rate, self.num_samples, self.loudness_dbfs, rng)
-        item = {"audio": wave, "audio_length": torch.tensor(length)}
+        item = {"audio": wave, "audio_length": torch.tensor(length), "key": what}
         if self.extras is not None:
             item.update(self.extras.sample(rng, self.num_samples))
         return item
@@ -404,6 +411,7 @@ class ClipStream(IterableDataset):
             batch = {k: torch.stack([item[k] for item in items]) for k in ("audio", "audio_length")}
             if self.extras is not None:
                 batch.update(self.extras.collate(items))
+            batch["keys"] = [item["key"] for item in items]
             batch["reader"] = reader
             batch["state"] = state.as_dict()
             yield batch

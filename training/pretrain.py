@@ -100,6 +100,27 @@ def step_rng(seed: int, rank: int, step: int, micro: int, device: torch.device):
     return np.random.default_rng(sequence), generator
 
 
+@torch.no_grad()
+def model_inputs(
+    batch: dict,
+    cfg: configuration.Config,
+    encoder: torch.nn.Module,
+    clean: bool,
+    generator: torch.Generator,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One micro-batch on the device: scenes (or clean copies), features, normalised crops
+    ``x (B * crops, C', 128, 200)``, and masks ``keep (B * crops, K)``, ``masked (B *
+    crops, N)``."""
+    kind = GRAM_VARIANTS[cfg.model.variant]["features"]
+    waves = render(batch, AUDIO_CHANNELS[kind], clean, device)
+    x = training_samples(waves, kind, cfg.train.crops_per_clip, encoder.chunk_frames, generator)
+    keep, masked = random_masking(
+        x.shape[0], encoder.num_patches, cfg.model.mask_ratio, generator, device
+    )
+    return x, keep, masked
+
+
 def format_eta(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
@@ -167,8 +188,7 @@ def train(
 def _train(cfg, out, resume, init, rank, world, device, stop) -> torch.nn.Module:
     m, t, o = cfg.model, cfg.train, cfg.optim
     master = rank == 0
-    kind = GRAM_VARIANTS[m.variant]["features"]
-    channels = AUDIO_CHANNELS[kind]
+    channels = AUDIO_CHANNELS[GRAM_VARIANTS[m.variant]["features"]]
     if t.batch_clips % (world * t.accum_steps):
         raise UsageError(
             f"train.batch_clips={t.batch_clips} does not split into {world} ranks x "
@@ -304,8 +324,6 @@ def _train(cfg, out, resume, init, rank, world, device, stop) -> torch.nn.Module
 
     loader = make_loader(stream, cfg.data.num_workers, pin_memory=device.type == "cuda")
     batches = iter(loader)
-    grid = bare.encoder.grid
-    frames = bare.encoder.chunk_frames
     interval_loss, interval_steps, interval_start = 0.0, 0, time.perf_counter()
     model.train()
     try:
@@ -317,12 +335,7 @@ def _train(cfg, out, resume, init, rank, world, device, stop) -> torch.nn.Module
                 next_reader = (batch["reader"] + 1) % readers
                 rng, generator = step_rng(t.seed, rank, step, micro, device)
                 clean = scenes is None or rng.random() < cfg.scenes.clean_ratio
-                with torch.no_grad():
-                    waves = render(batch, channels, clean, device)
-                    x = training_samples(waves, kind, t.crops_per_clip, frames, generator)
-                    keep, masked = random_masking(
-                        x.shape[0], grid[0] * grid[1], m.mask_ratio, generator, device
-                    )
+                x, keep, masked = model_inputs(batch, cfg, bare.encoder, clean, generator, device)
                 last = micro == t.accum_steps - 1
                 sync = contextlib.nullcontext() if last or world == 1 else model.no_sync()
                 with sync:
