@@ -57,7 +57,7 @@ TRAINING = {
     "optim": {
         "lr": 1.0e-3,
         "min_lr": 1.0e-4,
-        "warmup_steps": 20,
+        "warmup_steps": 50,
         "betas": [0.9, 0.95],
         "weight_decay": 0.01,
         "grad_clip": 5.0,
@@ -268,7 +268,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--out", default="work/demo", help="work folder (default work/demo)")
     parser.add_argument("--scale", type=float, default=1.0, help="task size factor (default 1)")
     parser.add_argument("--bank-size", type=int, default=96, help="scenes per RIR bank")
-    parser.add_argument("--train-steps", type=int, default=400, help="pretraining steps")
+    parser.add_argument("--train-steps", type=int, default=1200, help="pretraining steps")
     parser.add_argument("--workers", type=int, default=2, help="processes for conversion")
     parser.add_argument("--grid", choices=evaluate.GRID_NAMES, default="fast", help="probe grid")
     parser.add_argument("--grid-points", type=int, default=2, help="probe grid points")

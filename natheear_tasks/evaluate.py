@@ -164,11 +164,36 @@ def find_tasks(tasks_dir: Path, names: list[str] | None = None) -> list[TaskInfo
             problems.append(f"{name}: a localization task needs embedding_type 'scene'")
         elif metric not in scoring.HIGHER_IS_BETTER:
             problems.append(f"{name}: unknown primary metric {metric!r}")
+        elif task.localization:
+            found_problems = _direction_problems(task)
+            problems += found_problems
+            if not found_problems:
+                tasks.append(task)
         else:
             tasks.append(task)
     if problems:
         raise UsageError("bad task directories:\n  " + "\n  ".join(problems))
     return tasks
+
+
+def _direction_problems(task: TaskInfo) -> list[str]:
+    """Labels of a localization task that are not unit vectors ``[x, y, z]`` (first 3)."""
+    problems = []
+    for split in task.metadata["splits"]:
+        path = task.path / f"{split}.json"
+        try:
+            labels = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            problems.append(f"{task.name}: {path.name} is unreadable ({error})")
+            continue
+        for file, label in labels.items():
+            try:
+                doa_probe.unit_vector(label)
+            except ValueError as error:
+                problems.append(f"{task.name}: {split}.json[{file!r}]: {error}")
+                if len(problems) >= 3:
+                    return problems
+    return problems
 
 
 def _broadcast(values: list, count: int, flag: str) -> list:
@@ -396,10 +421,39 @@ def _embed_dir(run_dir: Path, task: TaskInfo) -> Path | None:
     return found[0] if found else None
 
 
-def _check_fingerprint(run_dir: Path, fingerprint: dict, force: bool) -> None:
-    path = run_dir / "model.json"
-    if path.is_file():
-        old = json.loads(path.read_text())
+@dataclass
+class Prepared:
+    """A model ready to run: its weights on disk and its run folder."""
+
+    result: ModelResult
+    weights: Path | None = None
+    run_dir: Path | None = None
+
+
+def prepare_model(spec: ModelSpec, out: Path, settings: Settings, force: bool) -> Prepared:
+    """Resolve the weights (downloading Hub references) and check the run folder's record.
+
+    Raises:
+        UsageError: the run folder holds results of other weights or settings (no --force).
+    """
+    result = ModelResult(spec)
+    try:
+        weights = resolve_weights(spec)
+    except ModelUnavailable as error:
+        result.status, result.reason = "unavailable", str(error)
+        tqdm.write(f"[{spec.label}] unavailable: {error}")
+        return Prepared(result)
+    run_dir = out / "runs" / spec.label
+    fingerprint = {
+        "module": spec.module,
+        "model": str(weights) if weights else None,
+        "weights_sha256": weights_digest(weights),
+        "options": spec.options,
+        **settings.as_dict(),
+    }
+    record = run_dir / "model.json"
+    if record.is_file():
+        old = json.loads(record.read_text())
         if old != fingerprint:
             if not force:
                 changed = sorted(
@@ -410,32 +464,19 @@ def _check_fingerprint(run_dir: Path, fingerprint: dict, force: bool) -> None:
                     f"{changed}); pass --force to recompute, or use another --label or --out"
                 )
             shutil.rmtree(run_dir)
-    atomic_write_json(path, fingerprint, indent=2)
+    atomic_write_json(record, fingerprint, indent=2)
+    return Prepared(result, weights, run_dir)
 
 
 def evaluate_model(
-    spec: ModelSpec, tasks: list[TaskInfo], out: Path, settings: Settings, force: bool
+    prepared: Prepared, tasks: list[TaskInfo], settings: Settings, force: bool
 ) -> ModelResult:
-    """Embed, probe and score ``tasks`` with one model; failures end up in the result."""
-    result = ModelResult(spec)
-    say = tqdm.write
-    try:
-        weights = resolve_weights(spec)
-    except ModelUnavailable as error:
-        result.status, result.reason = "unavailable", str(error)
-        say(f"[{spec.label}] unavailable: {error}")
+    """Embed, probe and score ``tasks`` with one prepared model; failures end up in the
+    result (status ``failed`` and the reason), scores already on disk are collected."""
+    result, run_dir = prepared.result, prepared.run_dir
+    if run_dir is None:
         return result
-    run_dir = out / "runs" / spec.label
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fingerprint = {
-        "module": spec.module,
-        "model": str(weights) if weights else None,
-        "weights_sha256": weights_digest(weights),
-        "options": spec.options,
-        **settings.as_dict(),
-    }
-    _check_fingerprint(run_dir, fingerprint, force)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    spec = result.spec
     pending = []
     for task in tasks:
         embed_dir = _embed_dir(run_dir, task)
@@ -446,11 +487,11 @@ def evaluate_model(
             pending.append(task)
     try:
         if pending:
-            _embed(spec, weights, pending, run_dir)
+            _embed(spec, prepared.weights, pending, run_dir)
             _predict(spec, pending, run_dir, settings)
-    except RuntimeError as error:
+    except (RuntimeError, ValueError) as error:
         result.status, result.reason = "failed", str(error).splitlines()[0]
-        say(f"[{spec.label}] {error}")
+        tqdm.write(f"[{spec.label}] {error}")
     for task in tasks:
         embed_dir = _embed_dir(run_dir, task)
         if not _is_scored(embed_dir, task):
@@ -583,9 +624,10 @@ def evaluate(
 ) -> tuple[dict, list[ModelResult]]:
     """Evaluate every model on every task, then write the report into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
+    prepared = [prepare_model(spec, out.resolve(), settings, force) for spec in specs]
     results = [
-        evaluate_model(spec, tasks, out.resolve(), settings, force)
-        for spec in tqdm(specs, desc="models", unit="model")
+        evaluate_model(p, tasks, settings, force)
+        for p in tqdm(prepared, desc="models", unit="model")
     ]
     summary = summarize(results, tasks, settings, references)
     write_report(summary, results, out)

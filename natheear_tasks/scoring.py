@@ -206,9 +206,9 @@ def resolve_reference(
     baseline, best = values
     try:
         check_reference(metric, baseline, best, task)
-    except ReferenceError as error:
+    except ReferenceError:
         if from_model:  # a model's score can reach the best; that task then tells nothing
-            return str(error)
+            return f"the baseline ({baseline:g}) already reaches the best ({best:g})"
         raise
     return baseline, best
 
