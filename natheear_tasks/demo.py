@@ -260,19 +260,39 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser = subparsers.add_parser(
         "demo",
         help="the main job end to end on synthetic tasks (make demo)",
-        description=__doc__.split("\n\n")[0]
-        + " Synthesizes HEAR tasks, converts them to Nat-HEAR, pretrains a small GRAM and "
-        "evaluates it side by side with its untrained twin, a log-mel baseline and the "
-        "released weights (when downloadable); prints the results table.",
+        description="The whole pipeline, offline: synthesizes HEAR tasks, converts them to "
+        "Nat-HEAR, pretrains a small GRAM and evaluates it side by side with its untrained "
+        "twin, a log-mel baseline and the released weights (when downloadable); prints the "
+        "results table. Stages whose output exists are skipped or resumed.",
     )
     parser.add_argument("--out", default="work/demo", help="work folder (default work/demo)")
-    parser.add_argument("--scale", type=float, default=1.0, help="task size factor (default 1)")
-    parser.add_argument("--bank-size", type=int, default=96, help="scenes per RIR bank")
-    parser.add_argument("--train-steps", type=int, default=1200, help="pretraining steps")
-    parser.add_argument("--workers", type=int, default=2, help="processes for conversion")
-    parser.add_argument("--grid", choices=evaluate.GRID_NAMES, default="fast", help="probe grid")
-    parser.add_argument("--grid-points", type=int, default=2, help="probe grid points")
-    parser.add_argument("--released", default=RELEASED, help=f"released weights ({RELEASED})")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="task size factor (default %(default)s)"
+    )
+    parser.add_argument(
+        "--bank-size", type=int, default=96, help="scenes per RIR bank (default %(default)s)"
+    )
+    parser.add_argument(
+        "--train-steps", type=int, default=1200, help="pretraining steps (default %(default)s)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="processes for RIRs and conversion (default %(default)s)",
+    )
+    parser.add_argument(
+        "--grid",
+        choices=evaluate.GRID_NAMES,
+        default="fast",
+        help="probe grid (default %(default)s)",
+    )
+    parser.add_argument(
+        "--grid-points", type=int, default=2, help="probe grid points (default %(default)s)"
+    )
+    parser.add_argument(
+        "--released", default=RELEASED, help="released weights (default %(default)s)"
+    )
     parser.add_argument("--no-released", action="store_true", help="skip the released weights")
     parser.set_defaults(handler=run)
     return parser

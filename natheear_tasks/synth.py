@@ -304,8 +304,12 @@ def _metadata(name: str, kind: str, seconds: float, evaluation: list[str], about
 
 
 def speech_commands(rng: np.random.Generator, scale: float = 1.0) -> SynthTask:
-    """Ten command words from 28 synthetic speakers; speakers differ between splits."""
+    """Ten command words from 28 synthetic speakers (fewer when ``scale < 1``, at least 6);
+    speakers differ between splits."""
     people = speakers()
+    if scale < 1:
+        keep = max(6, round(len(people) * scale))
+        people = [people[i] for i in sorted(rng.choice(len(people), keep, replace=False))]
     order = rng.permutation(len(people))
     held_out = max(2, round(len(people) * 0.18))
     by_split = {
