@@ -1,0 +1,159 @@
+"""The evaluation report: the Markdown table and the PNG plots of a ``summary.json``.
+
+Summary layout (written by :mod:`natheear_tasks.evaluate`)::
+
+    {"models": [{"label", "module", "model", "options", "status": "ok" | "unavailable" |
+                 "failed", "reason"}],
+     "tasks": [{"name", "embedding_type", "prediction_type", "metric", "higher_is_better"}],
+     "scores": {label: {task: {"score", "std", "median"?}}},
+     "s_m": null | {"references", "skipped", "models": {label: {"s_m", ...}}},
+     "settings": {...}}
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+from natheear_tasks.taskdir import atomic_write_bytes
+
+METRIC_NAMES = {
+    "mean_doa_error_deg": "DoA error, mean / median",
+    "median_doa_error_deg": "DoA error, mean / median (primary)",
+    "top1_acc": "accuracy",
+    "event_onset_200ms_fms": "onset F (200 ms)",
+    "segment_1s_er": "segment error rate (1 s)",
+}
+
+
+def metric_label(task: dict) -> str:
+    """The metric column of a task: its name and an arrow for the better direction."""
+    arrow = "↑" if task["higher_is_better"] else "↓"
+    return f"{METRIC_NAMES.get(task['metric'], task['metric'])} {arrow}"
+
+
+def format_score(task: dict, entry: dict | None) -> str:
+    """One table cell: ``0.873``, ``0.873 ± 0.021`` (k folds) or ``23.4° / 18.1°`` (DoA)."""
+    if entry is None:
+        return "n/a"
+    if task["metric"].endswith("doa_error_deg"):
+        return f"{entry['mean']:.1f}° / {entry['median']:.1f}°"
+    std = entry.get("std")
+    if std is not None and math.isfinite(std):
+        return f"{entry['score']:.3f} ± {std:.3f}"
+    return f"{entry['score']:.3f}"
+
+
+def _cell(summary: dict, model: dict, task: dict) -> str:
+    if model["status"] == "unavailable":
+        return "unavailable"
+    entry = summary["scores"].get(model["label"], {}).get(task["name"])
+    if entry is None and model["status"] == "failed":
+        return "failed"
+    return format_score(task, entry)
+
+
+def markdown_table(summary: dict) -> str:
+    """The results table (tasks as rows, models as columns, s(m) last) and its notes."""
+    models, tasks = summary["models"], summary["tasks"]
+    header = ["task", "metric"] + [m["label"] for m in models]
+    rows = [[t["name"], metric_label(t)] + [_cell(summary, m, t) for m in models] for t in tasks]
+    s_m = summary.get("s_m")
+    if s_m is not None:
+        cells = []
+        for m in models:
+            value = s_m["models"].get(m["label"], {}).get("s_m")
+            cells.append("n/a" if value is None else f"**{value:.1f}**")
+        rows.append([f"**s(m)** ({len(s_m['references'])} tasks)", "% ↑"] + cells)
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join(["---"] * 2 + ["---:"] * len(models)) + " |",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    notes = [
+        f"- {m['label']}: {m['status']} — {m['reason']}" for m in models if m["status"] != "ok"
+    ]
+    if s_m is None:
+        notes.append("- s(m): not computed (pass --references FILE with a baseline and a best)")
+    else:
+        notes += [f"- s(m) leaves out {task}: {why}" for task, why in s_m["skipped"].items()]
+        for m in models:
+            missing = s_m["models"].get(m["label"], {}).get("missing")
+            if m["status"] == "ok" and missing:
+                notes.append(f"- s(m) of {m['label']}: no score on {', '.join(missing)}")
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+
+
+def _subplots(count: int):
+    """A grid of up to three panels a row for ``count`` panels (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(3, count)
+    rows = math.ceil(count / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax in list(axes.flat)[count:]:
+        ax.axis("off")
+    return fig, axes
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def plot_scores(summary: dict, path: Path) -> Path:
+    """One bar chart per task (a bar per model with a score), as a PNG."""
+    tasks = summary["tasks"]
+    labels = [m["label"] for m in summary["models"]]
+    fig, axes = _subplots(len(tasks))
+    colors = [f"C{i}" for i in range(len(labels))]
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        values, errs = [], []
+        for label in labels:
+            entry = summary["scores"].get(label, {}).get(task["name"])
+            values.append(math.nan if entry is None else entry["score"])
+            std = None if entry is None else entry.get("std")
+            errs.append(0.0 if std is None or not math.isfinite(std) else std)
+        ax.bar(range(len(labels)), values, yerr=errs, color=colors)
+        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+        ax.set_title(task["name"], fontsize=9)
+        ax.set_ylabel(metric_label(task).replace(", mean / median", ", mean"), fontsize=8)
+        for x, value in enumerate(values):
+            if math.isnan(value):
+                ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_doa_errors(errors: dict[str, dict[str, list[float]]], path: Path) -> Path:
+    """Cumulative distribution of per-file DoA errors, one panel per localization task.
+
+    Args:
+        errors: ``{task: {model label: [errors in degrees]}}``.
+    """
+    fig, axes = _subplots(len(errors))
+    for ax, (task, by_model) in zip(axes.flat, errors.items(), strict=False):
+        for label, values in by_model.items():
+            values = sorted(values)
+            fraction = [(i + 1) / len(values) for i in range(len(values))]
+            ax.step(values, fraction, where="post", label=label)
+        ax.set_xlim(0, 180)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("DoA error (degrees)", fontsize=8)
+        ax.set_ylabel("fraction of test files", fontsize=8)
+        ax.set_title(task, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
