@@ -1,0 +1,195 @@
+"""Checkpoint folders, the reference-layout converter, Hub resolution and their errors."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from reference_layout import ReferenceGramT, reference_state_dict
+from safetensors.torch import save_file
+
+from hear_gram import hear_api
+from hear_gram.checkpoint import load_encoder, save_checkpoint
+from hear_gram.convert import main as convert_main
+from hear_gram.errors import CheckpointError
+from hear_gram.gram import GramEncoder
+
+SMALL = {"embed_dim": 32, "depth": 2, "num_heads": 2}
+
+
+def small_args(in_chans=2, patch=(16, 8)):
+    return {"in_chans": in_chans, "patch_size": patch, **SMALL}
+
+
+def test_save_then_load_gives_identical_outputs(tmp_path):
+    encoder = GramEncoder(**small_args()).eval()
+    save_checkpoint(tmp_path / "ckpt", encoder, "gram-binaural", small_args(), {"steps": 3})
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert config["variant"] == "gram-binaural" and config["metadata"] == {"steps": 3}
+    loaded, _ = load_encoder(str(tmp_path / "ckpt"), "gram-binaural")
+    x = torch.randn(2, 2, 128, 200)
+    torch.testing.assert_close(loaded.eval()(x), encoder(x), rtol=0, atol=0)
+    file_loaded, _ = load_encoder(str(tmp_path / "ckpt" / "model.safetensors"), "gram-binaural")
+    torch.testing.assert_close(file_loaded.eval()(x), encoder(x), rtol=0, atol=0)
+
+
+def test_save_refuses_to_overwrite_and_leaves_nothing_half_written(tmp_path):
+    encoder = GramEncoder(**small_args())
+    save_checkpoint(tmp_path / "ckpt", encoder, "gram-binaural", small_args())
+    with pytest.raises(FileExistsError):
+        save_checkpoint(tmp_path / "ckpt", encoder, "gram-binaural", small_args())
+    with pytest.raises(KeyError, match="unknown variant"):
+        save_checkpoint(tmp_path / "other", encoder, "gram-nope", small_args())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+@pytest.mark.parametrize("prefix", ["model.", ""])
+@pytest.mark.parametrize(
+    "in_chans,patch,variant",
+    [
+        (2, (16, 8), "gram-binaural"),
+        (2, (128, 2), "gram-binaural-time"),
+        (7, (16, 8), "gram-ambisonics"),
+    ],
+)
+def test_reference_layout_loads_with_identical_outputs(tmp_path, prefix, in_chans, patch, variant):
+    torch.manual_seed(0)
+    reference = ReferenceGramT(in_chans, patch, dim=128, depth=2, heads=2).eval()
+    path = tmp_path / "model.safetensors"
+    save_file(reference_state_dict(reference, prefix), path)
+    encoder, config = load_encoder(str(path), variant)
+    assert config["encoder"]["in_chans"] == in_chans and config["encoder"]["depth"] == 2
+    x = torch.randn(2, in_chans, 128, 200)
+    expected = reference(x)
+    cls, _ = encoder.eval()(x)
+    torch.testing.assert_close(encoder.forward_tokens(x), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cls, expected[:, 0], rtol=1e-5, atol=1e-5)
+
+
+def test_reference_stereo_clean_model_folds_to_mono_exactly(tmp_path):
+    torch.manual_seed(1)
+    reference = ReferenceGramT(2, (16, 8), dim=128, depth=1, heads=2).eval()
+    save_file(reference_state_dict(reference), tmp_path / "model.safetensors")
+    mono, _ = load_encoder(str(tmp_path / "model.safetensors"), "gram-clean")
+    assert mono.in_chans == 1
+    x = torch.randn(2, 1, 128, 200)
+    torch.testing.assert_close(
+        mono.eval().forward_tokens(x), reference(x.expand(-1, 2, -1, -1)), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_reference_unknown_missing_and_misshaped_keys_are_named(tmp_path):
+    reference = ReferenceGramT(2, (16, 8), dim=128, depth=2, heads=2)
+    state = reference_state_dict(reference)
+    state["model.extra_head.weight"] = torch.zeros(3)
+    save_file(state, tmp_path / "a.safetensors")
+    with pytest.raises(CheckpointError, match="model.extra_head.weight"):
+        load_encoder(str(tmp_path / "a.safetensors"), "gram-binaural")
+    state = reference_state_dict(reference)
+    del state["model.encoder.layers.encoder_layer_1.ln_2.bias"]
+    save_file(state, tmp_path / "b.safetensors")
+    with pytest.raises(CheckpointError, match=r"missing keys \['blocks.1.norm2.bias'\]"):
+        load_encoder(str(tmp_path / "b.safetensors"), "gram-binaural")
+    state = reference_state_dict(reference)
+    state["model.encoder.layers.encoder_layer_0.mlp.3.bias"] = torch.zeros(31)
+    save_file(state, tmp_path / "c.safetensors")
+    with pytest.raises(CheckpointError, match=r"blocks.0.mlp.fc2.bias: checkpoint \(31,\)"):
+        load_encoder(str(tmp_path / "c.safetensors"), "gram-binaural")
+
+
+def test_reference_with_other_features_is_refused(tmp_path):
+    state = reference_state_dict(ReferenceGramT(2, (16, 8), dim=128, depth=1, heads=2))
+    state["model.melspec.mel_scale.fb"] = state["model.melspec.mel_scale.fb"] * 1.1
+    save_file(state, tmp_path / "m.safetensors")
+    with pytest.raises(CheckpointError, match="trained with other features"):
+        load_encoder(str(tmp_path / "m.safetensors"), "gram-binaural")
+
+
+def test_checkpoint_of_another_variant_is_refused(tmp_path):
+    args = small_args(in_chans=7)
+    save_checkpoint(tmp_path / "ambi", GramEncoder(**args), "gram-ambisonics", args)
+    with pytest.raises(
+        CheckpointError, match="gram-ambisonics checkpoint.*hear_gram.gram_ambisonics"
+    ):
+        load_encoder(str(tmp_path / "ambi"), "gram-binaural")
+    save_file(
+        reference_state_dict(ReferenceGramT(7, (16, 8), 128, 1, 2)), tmp_path / "r.safetensors"
+    )
+    with pytest.raises(CheckpointError, match="7 input channels.*looks like gram-ambisonics"):
+        load_encoder(str(tmp_path / "r.safetensors"), "gram-binaural")
+
+
+def test_pickle_files_are_never_loaded(tmp_path):
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {}}, path)
+    with pytest.raises(CheckpointError, match="never unpickles"):
+        load_encoder(str(path), "gram-binaural")
+
+
+def test_convert_command_writes_a_loadable_folder(tmp_path):
+    torch.manual_seed(2)
+    reference = ReferenceGramT(2, (16, 8), dim=128, depth=1, heads=2).eval()
+    state = {k.removeprefix("model."): v for k, v in reference_state_dict(reference).items()}
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "ref.ckpt")
+    assert (
+        convert_main(
+            [str(tmp_path / "ref.ckpt"), str(tmp_path / "out"), "--variant", "gram-binaural"]
+        )
+        == 0
+    )
+    encoder, _ = load_encoder(str(tmp_path / "out"), "gram-binaural")
+    x = torch.randn(1, 2, 128, 200)
+    torch.testing.assert_close(encoder.eval().forward_tokens(x), reference(x), rtol=1e-5, atol=1e-5)
+    assert (
+        convert_main(
+            [str(tmp_path / "ref.ckpt"), str(tmp_path / "out"), "--variant", "gram-binaural"]
+        )
+        == 2
+    )
+
+
+def fake_hub_cache(cache, repo_id, files):
+    """Lay files out as huggingface_hub's cache does: models--org--name/{refs,snapshots}."""
+    folder = cache / ("models--" + repo_id.replace("/", "--"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(commit)
+    snapshot = folder / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for name, source in files.items():
+        shutil.copy(source, snapshot / name)
+
+
+def test_hub_reference_resolves_from_the_local_cache_offline(tmp_path, monkeypatch):
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(3)
+    reference = ReferenceGramT(2, (16, 8), dim=128, depth=1, heads=2).eval()
+    save_file(reference_state_dict(reference), tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gramt"}))
+    fake_hub_cache(
+        cache,
+        "someone/gram-test",
+        {
+            "model.safetensors": tmp_path / "model.safetensors",
+            "config.json": tmp_path / "config.json",
+        },
+    )
+    encoder, config = load_encoder("someone/gram-test", "gram-binaural")
+    x = torch.randn(1, 2, 128, 200)
+    torch.testing.assert_close(encoder.eval().forward_tokens(x), reference(x), rtol=1e-5, atol=1e-5)
+    assert config["metadata"]["converted_from"] == "someone/gram-test"
+
+
+def test_default_weights_offline_and_not_cached_say_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(
+        CheckpointError, match="labhamlet/gramt-binaural.*huggingface-cli download.*'random'"
+    ):
+        hear_api.load_model("gram-binaural")
+    with pytest.raises(ValueError, match="no released weights"):
+        hear_api.load_model("gram-ambisonics")
+    with pytest.raises(CheckpointError, match="neither an existing file"):
+        hear_api.load_model("gram-binaural", str(tmp_path / "missing" / "x"))
