@@ -6,8 +6,8 @@ import sys
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
+from hear_tasks import write_task
 from safetensors.torch import save_file
 
 from hear_gram import hear_api
@@ -165,39 +165,11 @@ def test_hear_validator_passes(tmp_path, bin_dir):
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-def _scene_task(root, channels: int, sample_rate: int = 48000):
-    task = root / "tiny_scene"
-    metadata = {
-        "task_name": "tiny_scene",
-        "version": "tiny_scene",
-        "embedding_type": "scene",
-        "prediction_type": "multiclass",
-        "split_mode": "trainvaltest",
-        "splits": ["train", "valid", "test"],
-        "sample_duration": 2.5,
-        "evaluation": ["top1_acc"],
-    }
-    task.mkdir(parents=True)
-    (task / "task_metadata.json").write_text(json.dumps(metadata))
-    (task / "labelvocabulary.csv").write_text("idx,label\n0,a\n1,b\n")
-    rng = np.random.default_rng(0)
-    for split in metadata["splits"]:
-        folder = task / str(sample_rate) / split
-        folder.mkdir(parents=True)
-        labels = {}
-        for i in range(2):
-            name = f"{split}{i}.wav"
-            audio = 0.1 * rng.standard_normal((int(2.5 * sample_rate), channels))
-            sf.write(folder / name, audio.astype(np.float32), sample_rate)
-            labels[name] = ["ab"[i]]
-        (task / f"{split}.json").write_text(json.dumps(labels))
-    return task.parent
-
-
 @pytest.mark.slow
 def test_embeddings_runner_writes_scene_embeddings(tmp_path):
     folder = _tiny_checkpoint(tmp_path / "ckpt", "cat-ambisonics", 7)
-    tasks = _scene_task(tmp_path / "tasks", channels=4)
+    tasks = tmp_path / "tasks"
+    write_task(tasks, "ambix-scene", "scene", channels=4, sample_rate=48000, seconds=2.5)
     run = subprocess.run(
         [
             sys.executable,
@@ -216,7 +188,8 @@ def test_embeddings_runner_writes_scene_embeddings(tmp_path):
         cwd=tmp_path,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    out = tmp_path / "embeddings" / "hear_gram.cat_ambisonics" / "tiny_scene"
+    out = tmp_path / "embeddings" / "hear_gram.cat_ambisonics" / "ambix-scene"
     assert (out / ".done.embeddings").exists()
-    dims = json.loads((out / "test.embedding-dimensions.json").read_text())
-    assert dims == [2, 128]
+    assert json.loads((out / "test.embedding-dimensions.json").read_text()) == [3, 128]
+    emb = np.load(out / "test" / "test0.wav.embedding.npy")
+    assert emb.shape == (128,) and np.isfinite(emb).all()

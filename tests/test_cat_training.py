@@ -9,6 +9,7 @@ from torch import nn
 
 from hear_gram.cat import CatEncoder
 from hear_gram.checkpoint import save_checkpoint
+from hear_gram.hear_api import RESAMPLER
 from training.cat import CatPretrainer, CnnDecoder, teacher_targets
 from training.cat_masking import inverse_block_mask, keep_indices
 from training.ema import ema_decay, ema_update, make_teacher
@@ -166,7 +167,7 @@ def test_hear_targets_are_scene_embeddings_computed_once(tmp_path):
     first = targets(["clip-a", "clip-b"], clips)
     assert first.shape == (2, 128) and targets.computed == 2
     expected = targets.module.get_scene_embeddings(
-        torchaudio.functional.resample(clips, 32000, 48000), targets.model
+        torchaudio.functional.resample(clips, 32000, 48000, **RESAMPLER), targets.model
     )
     torch.testing.assert_close(first, expected, rtol=1e-4, atol=1e-5)
     # Cached: other audio under the same keys gives the stored vectors, nothing recomputed.

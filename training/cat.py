@@ -172,13 +172,19 @@ class CatPretrainer(nn.Module):
         ema_update(self.teacher, self.encoder, decay)
         return decay
 
-    def forward(self, x: Tensor, rr_target: Tensor | None = None) -> tuple[Tensor, dict]:
+    def forward(
+        self,
+        x: Tensor,
+        rr_target: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, dict]:
         """Loss of one batch.
 
         Args:
             x: ``(B, C, 128, 200)`` normalised chunks.
             rr_target: ``(B, D_rr)`` external target of each chunk's clip, when the model
                 has a regularization head.
+            generator: draws the masks and the decoder's noise (on ``x``'s device).
         Returns:
             ``(loss, parts)``: the scalar loss and its detached parts by name.
         """
@@ -189,16 +195,20 @@ class CatPretrainer(nn.Module):
         y = y.repeat_interleave(self.clones, dim=0)
         xs = x.repeat_interleave(self.clones, dim=0)
         mask = inverse_block_mask(
-            xs.shape[0], self.encoder.grid, self.mask_ratio, self.mask_block, device=x.device
+            xs.shape[0],
+            self.encoder.grid,
+            self.mask_ratio,
+            self.mask_block,
+            generator=generator,
+            device=x.device,
         )
         keep = keep_indices(mask)
         layers = self.encoder.forward_layers(xs, keep=keep)
         h = self.encoder.norm(layers[-1])
         visible = h[:, 1:]
-        grid_in = visible.new_empty(y.shape[0], y.shape[1], visible.shape[-1])
-        grid_in = grid_in.normal_(0.0, self.noise_std).scatter(
-            1, keep[..., None].expand(-1, -1, visible.shape[-1]), visible
-        )
+        noise = torch.randn((*y.shape[:2], visible.shape[-1]), generator=generator, device=x.device)
+        grid_in = (noise * self.noise_std).to(visible.dtype)
+        grid_in = grid_in.scatter(1, keep[..., None].expand(-1, -1, visible.shape[-1]), visible)
         pred = self.decoder(grid_in)
         parts = {
             "frame": frame_loss(pred[mask], y[mask]),

@@ -30,7 +30,7 @@ def inverse_block_mask(
         mask_ratio: fraction of tokens masked, in (0, 1).
         block: side of the kept blocks (odd: a block is centred on its centre token).
         adjust: extra coverage asked of the blocks, to make up for their overlaps.
-        generator: CPU generator for reproducible masks.
+        generator: a generator on ``device``, for reproducible masks.
     Returns:
         ``(batch, rows * cols)`` boolean, True = masked; every row has exactly
         ``round(rows * cols * mask_ratio)`` True entries.
@@ -45,17 +45,16 @@ def inverse_block_mask(
     if not 0 < num_masked < n:
         raise ValueError(f"mask_ratio {mask_ratio} masks none or all of {n} tokens")
     centres_per_sample = max(1, round(n * (1.0 - mask_ratio + adjust) / block**2))
-    centres = torch.zeros(batch, n)
-    picks = torch.randint(0, n, (batch, centres_per_sample), generator=generator)
+    centres = torch.zeros(batch, n, device=device)
+    picks = torch.randint(0, n, (batch, centres_per_sample), generator=generator, device=device)
     centres.scatter_(1, picks, 1.0)
     kept = F.max_pool2d(
         centres.view(batch, 1, rows, cols), block, stride=1, padding=block // 2
     ).view(batch, n)
     # Kept-block tokens first, in random order, then the others: the first n - num_masked stay.
-    score = kept + torch.rand(batch, n, generator=generator)
+    score = kept + torch.rand(batch, n, generator=generator, device=device)
     visible = score.topk(n - num_masked, dim=1).indices
-    mask = torch.ones(batch, n, dtype=torch.bool).scatter_(1, visible, False)
-    return mask.to(device)
+    return torch.ones(batch, n, dtype=torch.bool, device=device).scatter_(1, visible, False)
 
 
 def keep_indices(mask: Tensor) -> Tensor:

@@ -31,6 +31,7 @@ import torchaudio.functional as AF
 from torch import Tensor
 
 from hear_gram.features import SAMPLE_RATE
+from hear_gram.hear_api import RESAMPLER
 
 BESIDE = "beside"
 DEFAULT_SUFFIX = "rr.npy"
@@ -147,7 +148,7 @@ class HearTargets:
         if missing:
             audio = clips[missing].to(self.device, torch.float32)
             if self.sample_rate != SAMPLE_RATE:
-                audio = AF.resample(audio, SAMPLE_RATE, self.sample_rate)
+                audio = AF.resample(audio, SAMPLE_RATE, self.sample_rate, **RESAMPLER)
             with torch.no_grad():
                 embeddings = self.module.get_scene_embeddings(audio, self.model)
             embeddings = embeddings.float().cpu().numpy()
