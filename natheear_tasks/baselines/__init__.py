@@ -1,0 +1,1 @@
+"""Reference HEAR modules without a learned encoder (lower baselines for comparisons)."""

@@ -1,0 +1,411 @@
+"""Convert a HEAR task into a naturalistic binaural or Ambisonics task (or a localization
+task).
+
+Data flow: validate the source task, the RIR bank and the noise in full (nothing is
+written on bad input) -> the RIR bank (``--rirs``, or simulated into a cache) -> per file:
+a scene plan from the seed and the file's identity (bank scene, SNR, noise), then for every
+sample rate the dry clip, RIRs and noise through :func:`natheear_tasks.mix.mix_scene`,
+level-matched and written -> the task files, written last.
+
+Resumable and idempotent: the output is built in ``OUT/<name>.partial/``; each wav is
+written atomically and each file's scene record last (``.records/``), so a killed run
+resumes where it stopped; the folder is renamed to ``OUT/<name>`` only when every file of
+every shard is done. Shards (``num_shards``, ``shard_index``) split the files round-robin;
+the shard that completes the set finalizes the task.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from natheear_tasks import localize
+from natheear_tasks.hrtf import KEMAR, load_hrtf
+from natheear_tasks.mix import NOISE_FADE_SECONDS, mix_scene
+from natheear_tasks.noise import NoiseFolder, SynthesizedNoise, resample
+from natheear_tasks.pool import run_jobs
+from natheear_tasks.rirbank import FORMATS, RirBank, RirBankError
+from natheear_tasks.rirs import SimulationSettings, bank_generator, build_bank
+from natheear_tasks.seeding import generator
+from natheear_tasks.taskdir import (
+    METADATA,
+    VOCABULARY,
+    FileEntry,
+    Task,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_wav,
+    read_task,
+)
+
+SNR_DB = (5.0, 40.0)
+SCENES_FILE = "scenes.jsonl"
+RECORDS_DIR = ".records"
+JOB_FILE = ".natheear-job.json"
+PEAK = 0.99  # output peak limit (PCM wavs clip at 1)
+DEFAULT_BANK_SIZE = 1000
+FORMAT_VERSION = 1
+
+
+class OptionError(ValueError):
+    """Command-line options that do not fit together or do not fit the input."""
+
+
+@dataclass
+class Options:
+    """What a conversion does (see ``natheear-tasks convert --help``)."""
+
+    format: str
+    seed: int = 0
+    workers: int = 1
+    rirs: str | None = None
+    noise: str | None = None
+    hrtf: str = KEMAR
+    sample_rates: list[int] | None = None
+    num_shards: int = 1
+    shard_index: int = 0
+    bank_size: int | None = None
+    name: str | None = None
+    localization: bool = False
+
+
+@dataclass
+class Summary:
+    """What a run did."""
+
+    task: Path
+    files: int = 0  # converted in this run
+    skipped: int = 0  # already converted (resumed)
+    audio_seconds: float = 0.0  # source audio converted in this run, at one rate
+    wall_seconds: float = 0.0
+    complete: bool = False  # the whole task is finished
+    bank: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def cache_dir() -> Path:
+    """Where simulated RIR banks are kept: ``$NATHEEAR_CACHE``, else
+    ``$XDG_CACHE_HOME/natheear_tasks``, else ``~/.cache/natheear_tasks``."""
+    if os.environ.get("NATHEEAR_CACHE"):
+        return Path(os.environ["NATHEEAR_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "natheear_tasks"
+
+
+def _check_options(options: Options) -> None:
+    if options.format not in FORMATS:
+        raise OptionError(f"--format must be one of {sorted(FORMATS)}, got {options.format!r}")
+    if options.workers < 1:
+        raise OptionError(f"--workers must be at least 1, got {options.workers}")
+    if options.num_shards < 1 or not 0 <= options.shard_index < options.num_shards:
+        raise OptionError(
+            f"--shard-index must be in [0, --num-shards); got {options.shard_index} of "
+            f"{options.num_shards}"
+        )
+    if options.bank_size is not None and options.bank_size < 1:
+        raise OptionError(f"--bank-size must be at least 1, got {options.bank_size}")
+    if options.rirs and options.bank_size is not None:
+        raise OptionError("--bank-size applies to simulated banks; leave it out with --rirs")
+
+
+def output_name(task: Task, options: Options) -> str:
+    if options.name:
+        return options.name
+    kind = f"localization-{options.format}" if options.localization else options.format
+    return f"{task.path.name}-{kind}"
+
+
+@dataclass
+class Job:
+    """A validated conversion, ready to run."""
+
+    task: Task
+    options: Options
+    out: Path
+    bank: RirBank | None  # None: simulated on run, at bank_path
+    bank_path: Path
+    bank_request: dict | None  # how to simulate it
+    noise: NoiseFolder | SynthesizedNoise
+    description: dict
+
+    @property
+    def final(self) -> Path:
+        return self.out / output_name(self.task, self.options)
+
+    @property
+    def partial(self) -> Path:
+        return self.final.with_name(self.final.name + ".partial")
+
+
+def prepare(source: str | Path, out: str | Path, options: Options) -> Job:
+    """Validate everything a conversion needs; writes nothing.
+
+    Raises:
+        TaskError, RirBankError, NoiseError, HrtfError, OptionError: bad input, with a
+        message naming every problem and its fix.
+    """
+    _check_options(options)
+    task = read_task(source, options.sample_rates)
+    if options.localization and task.metadata["embedding_type"] != "scene":
+        raise OptionError(
+            f"{task.path.name} is an {task.metadata['embedding_type']} task; localization "
+            "tasks are made from scene tasks (one direction per clip)"
+        )
+    top_rate = max(task.rates)
+    noise = NoiseFolder(options.noise) if options.noise else SynthesizedNoise()
+    if options.rirs:
+        bank = RirBank.open(options.rirs)
+        bank_path, request = Path(options.rirs), None
+        if bank.format != options.format:
+            raise RirBankError(
+                f"--rirs {options.rirs} holds {bank.format} RIRs; --format is {options.format}"
+            )
+        if bank.sample_rate < top_rate:
+            raise RirBankError(
+                f"--rirs {options.rirs} is at {bank.sample_rate} Hz, below the task's "
+                f"{top_rate} Hz; use a bank at >= {top_rate} Hz or --sample-rates "
+                f"{' '.join(str(r) for r in task.rates if r <= bank.sample_rate) or 'LOWER'}"
+            )
+        if options.localization:
+            unknown = [i for i, r in enumerate(bank.records) if "azimuth" not in r["source"]]
+            if unknown:
+                raise RirBankError(
+                    f"--rirs {options.rirs}: {len(unknown)} scenes have no source direction "
+                    f"(first: {bank.files[unknown[0]]}); localization needs them"
+                )
+        bank_identity = {k: v for k, v in bank.info.items() if k != "channels"}
+        if bank.info.get("kind") == "gram-release":
+            bank_identity["folder"] = bank.path.name
+    else:
+        hrtf = load_hrtf(options.hrtf) if options.format == "binaural" else None
+        count = options.bank_size or min(DEFAULT_BANK_SIZE, len(task.files))
+        settings = SimulationSettings()
+        generator_info = bank_generator(options.format, options.seed, settings, hrtf)
+        digest = generator_info.get("hrtf", {}).get("digest", "foa")
+        bank_path = (
+            cache_dir()
+            / "rirbanks"
+            / (f"{options.format}-{top_rate}hz-{count}-seed{options.seed}-{digest}")
+        )
+        request = {"count": count, "sample_rate": top_rate, "hrtf": hrtf, "settings": settings}
+        bank = None
+        bank_identity = {
+            "kind": "natheear-rirbank",
+            "format": options.format,
+            "sample_rate": top_rate,
+            "count": count,
+            "generator": generator_info,
+        }
+    description = {
+        "version": FORMAT_VERSION,
+        "source_task": task.metadata["task_name"],
+        "format": options.format,
+        "channels": list(FORMATS[options.format]),
+        "seed": options.seed,
+        "sample_rates": task.rates,
+        "snr_db": list(SNR_DB),
+        "noise_fade_seconds": NOISE_FADE_SECONDS,
+        "noise": noise.describe(),
+        "rir_bank": json.loads(json.dumps(bank_identity)),
+        "localization": options.localization,
+        "level": "mixture RMS = dry clip RMS, then peak <= 0.99",
+    }
+    job = Job(task, options, Path(out), bank, bank_path, request, noise, description)
+    _check_existing(job)
+    return job
+
+
+def _check_existing(job: Job) -> None:
+    if job.final.exists():
+        metadata = json.loads((job.final / METADATA).read_text())
+        if metadata.get("natheear") != job.description:
+            raise OptionError(
+                f"{job.final} exists from a conversion with other options; choose another OUT "
+                "or --name, or remove it"
+            )
+    elif job.partial.exists():
+        state = job.partial / JOB_FILE
+        if not state.exists() or json.loads(state.read_text()) != job.description:
+            raise OptionError(
+                f"{job.partial} holds an unfinished conversion with other options; rerun it "
+                "with the same options to finish it, or remove it"
+            )
+
+
+# --- per-file work (runs in worker processes) --------------------------------------------
+
+_WORKER: dict = {}
+
+
+def _start_worker(job: Job, bank_path: Path) -> None:
+    bank = RirBank.open(bank_path)
+    _WORKER.clear()
+    _WORKER.update(job=job, bank=bank)
+    _rirs_at.cache_clear()
+
+
+@lru_cache(maxsize=64)
+def _rirs_at(index: int, rate: int) -> np.ndarray:
+    bank: RirBank = _WORKER["bank"]
+    return resample(bank[index].rirs, bank.sample_rate, rate)
+
+
+def plan(seed: int, identity: str, bank_size: int) -> dict:
+    """The scene of one file: a bank scene and an SNR, from the seed and the file only."""
+    rng = generator(seed, "scene", identity)
+    return {
+        "bank_scene": int(rng.integers(bank_size)),
+        "snr_db": round(float(rng.uniform(*SNR_DB)), 4),
+    }
+
+
+def _convert_file(entry: FileEntry) -> float:
+    job: Job = _WORKER["job"]
+    bank: RirBank = _WORKER["bank"]
+    seed = job.options.seed
+    scene = plan(seed, entry.identity, len(bank))
+    lengths = {rate: audio.frames for rate, audio in entry.audio.items()}
+    noises, noise_record = job.noise.draw(generator(seed, "noise", entry.identity), lengths)
+    gains = {}
+    for rate, audio in entry.audio.items():
+        dry, _ = sf.read(str(audio.path), dtype="float32", always_2d=True)
+        dry = dry[:, 0]
+        rirs = _rirs_at(scene["bank_scene"], rate)
+        mixture = mix_scene(
+            torch.from_numpy(dry)[None],
+            torch.from_numpy(rirs[0])[None],
+            torch.from_numpy(noises[rate])[None],
+            torch.from_numpy(rirs[1:])[None],
+            torch.ones(1, rirs.shape[0] - 1, dtype=torch.bool),
+            torch.tensor([scene["snr_db"]]),
+            rate,
+        )[0].numpy()
+        gain = _level(dry, mixture)
+        gains[str(rate)] = round(20 * math.log10(gain), 4) if gain > 0 else None
+        path = job.partial / str(rate) / entry.split / entry.name
+        atomic_write_wav(path, (mixture * gain).T, rate, audio.subtype)
+    record = {
+        "split": entry.split,
+        "file": entry.name,
+        **scene,
+        "scene": bank.records[scene["bank_scene"]],
+        "noise": noise_record,
+        "gain_db": gains,
+    }
+    atomic_write_json(_record_path(job.partial, entry), record)
+    return entry.audio[job.task.rates[0]].frames / job.task.rates[0]
+
+
+def _level(dry: np.ndarray, mixture: np.ndarray) -> float:
+    """Gain giving the mixture the dry clip's RMS, limited to a peak of 0.99."""
+    rms_mix = float(np.sqrt(np.mean(mixture.astype(np.float64) ** 2)))
+    if rms_mix == 0:
+        return 1.0
+    gain = float(np.sqrt(np.mean(dry.astype(np.float64) ** 2))) / rms_mix
+    peak = float(np.abs(mixture).max()) * gain
+    return gain * min(1.0, PEAK / peak) if peak > 0 else gain
+
+
+def _record_path(partial: Path, entry: FileEntry) -> Path:
+    return partial / RECORDS_DIR / entry.split / f"{entry.name}.json"
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+def run(job: Job) -> Summary:
+    """Convert this shard's remaining files; finalize the task when every file is done."""
+    started = time.time()
+    summary = Summary(task=job.final, bank=job.bank_path)
+    if job.final.exists():
+        summary.complete = True
+        summary.skipped = len(job.task.files)
+        summary.notes.append(f"{job.final} is already complete")
+        return summary
+    bank = job.bank
+    if bank is None:
+        request = job.bank_request
+        bank = build_bank(
+            job.bank_path,
+            job.options.format,
+            request["sample_rate"],
+            request["count"],
+            job.options.seed,
+            request["hrtf"],
+            request["settings"],
+            job.options.workers,
+        )
+    job.partial.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(job.partial / JOB_FILE, job.description, indent=2)
+    mine = job.task.files[job.options.shard_index :: job.options.num_shards]
+    todo = [e for e in mine if not _record_path(job.partial, e).exists()]
+    summary.skipped = len(mine) - len(todo)
+    for seconds in run_jobs(
+        _convert_file,
+        todo,
+        job.options.workers,
+        initializer=_start_worker,
+        initargs=(job, job.bank_path),
+        desc=f"{job.final.name}",
+        unit="file",
+    ):
+        summary.files += 1
+        summary.audio_seconds += seconds
+    summary.complete = finalize(job)
+    summary.wall_seconds = time.time() - started
+    if not summary.complete:
+        summary.notes.append(
+            f"other shards still have files to convert; {job.partial} is finalized by the "
+            "last one (or by rerunning without --num-shards once all are done)"
+        )
+    return summary
+
+
+def finalize(job: Job) -> bool:
+    """Write the task files and publish ``OUT/<name>`` once every file's record exists."""
+    partial = job.partial
+    try:
+        records = []
+        for entry in job.task.files:
+            path = _record_path(partial, entry)
+            if not path.exists():
+                return False
+            records.append(json.loads(path.read_text()))
+        _write_task_files(job, records)
+        os.rename(partial, job.final)
+    except (FileNotFoundError, OSError):
+        if job.final.exists():  # another shard finished first
+            return True
+        raise
+    shutil.rmtree(job.final / RECORDS_DIR, ignore_errors=True)
+    (job.final / JOB_FILE).unlink(missing_ok=True)
+    return True
+
+
+def _write_task_files(job: Job, records: list[dict]) -> None:
+    task, partial = job.task, job.partial
+    metadata = dict(task.metadata)
+    metadata["task_name"] = job.final.name
+    metadata["natheear"] = job.description
+    if job.options.localization:
+        metadata, vocabulary, splits = localize.task_files(metadata, task, records)
+        for split, data in splits.items():
+            atomic_write_json(partial / f"{split}.json", data, indent=None)
+        atomic_write_bytes(partial / VOCABULARY, vocabulary.encode())
+    else:
+        for split, text in task.split_texts.items():
+            atomic_write_bytes(partial / f"{split}.json", text.encode())
+        atomic_write_bytes(partial / VOCABULARY, task.vocabulary_text.encode())
+    lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    atomic_write_bytes(partial / SCENES_FILE, lines.encode())
+    atomic_write_json(partial / METADATA, metadata, indent=2)

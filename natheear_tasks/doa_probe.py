@@ -1,0 +1,318 @@
+"""Localization probe: a shallow MLP on scene embeddings predicting the source direction.
+
+The probe mirrors heareval's downstream predictor so that localization scores come from the
+same search effort as the classification scores: the same hidden blocks (Linear, BatchNorm,
+Dropout, ReLU), the same hyper-parameter grids (:data:`GRIDS`, equal to heareval's
+``PARAM_GRID``, ``FAST_PARAM_GRID`` and ``FASTER_PARAM_GRID``), the same random choice of
+``grid_points`` grid points (seed 42), model selection and early stopping on the
+validation split (checked every ``check_val_every_n_epoch`` epochs, stopping after
+``patience`` checks without improvement, keeping the best weights), and the same splits
+(train/valid/test, or k folds: fold i tests, fold i+1 validates, the rest trains; the grid
+search runs on the first split and the chosen point is retrained on the others).
+
+What differs is the head and the score: a Tanh output of 3 units trained with MSE against
+the unit direction vector ``[x, y, z]`` (x forward, y left, z up), and the direction-of-
+arrival (DoA) error, the angle between the normalised prediction and the truth, in degrees.
+The primary score is the mean DoA error (lower is better); the median is reported too.
+
+Embeddings are read from heareval's embeddings-runner output (the per-file
+``<split>/<file>.embedding.npy`` and ``.target-labels.json``), so no pickle is opened.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.model_selection import ParameterGrid
+from torch import Tensor, nn
+
+from natheear_tasks.atomic import write_json
+
+PRIMARY_METRIC = "doa_error_mean_deg"
+SCORES_NAME = "test.doa-scores.json"
+SEED = 42
+
+# heareval.predictions.task_predictions.PARAM_GRID (and its fast / faster variants);
+# tests/test_doa_probe.py checks that they stay equal.
+_DEFAULT_GRID = {
+    "hidden_layers": [1, 2],
+    "hidden_dim": [1024],
+    "dropout": [0.1],
+    "lr": [3.2e-3, 1e-3, 3.2e-4, 1e-4],
+    "patience": [20],
+    "max_epochs": [500],
+    "check_val_every_n_epoch": [3],
+    "batch_size": [1024],
+    "hidden_norm": [nn.BatchNorm1d],
+    "norm_after_activation": [False],
+    "embedding_norm": [nn.Identity],
+    "initialization": [nn.init.xavier_uniform_, nn.init.xavier_normal_],
+    "optim": [torch.optim.Adam],
+}
+GRIDS: dict[str, dict[str, list]] = {
+    "default": _DEFAULT_GRID,
+    "fast": {**_DEFAULT_GRID, "max_epochs": [10, 50], "check_val_every_n_epoch": [3, 10]},
+    "faster": {
+        **_DEFAULT_GRID,
+        "hidden_layers": [0, 1],
+        "hidden_dim": [64, 128],
+        "patience": [1, 3],
+        "max_epochs": [10],
+        "check_val_every_n_epoch": [1],
+    },
+}
+
+
+@dataclass
+class Split:
+    """Scene embeddings of one split: file names, ``(N, D)`` features, ``(N, 3)`` unit targets."""
+
+    names: list[str]
+    x: Tensor
+    y: Tensor
+
+    @staticmethod
+    def concat(splits: list[Split]) -> Split:
+        return Split(
+            [n for s in splits for n in s.names],
+            torch.cat([s.x for s in splits]),
+            torch.cat([s.y for s in splits]),
+        )
+
+
+def unit_vector(label: object) -> list[float]:
+    """The unit direction of one localization label: ``[x, y, z]`` (normalised here), also
+    accepted wrapped in a one-element list as HEAR label lists are.
+
+    Raises:
+        ValueError: anything else.
+    """
+    value = label
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], list):
+        value = value[0]
+    if (
+        not isinstance(value, list)
+        or len(value) != 3
+        or not all(isinstance(v, int | float) and math.isfinite(v) for v in value)
+    ):
+        raise ValueError(f"a localization label must be a unit vector [x, y, z], got {label!r}")
+    norm = math.sqrt(sum(v * v for v in value))
+    if norm < 1e-6:
+        raise ValueError(f"localization label {label!r} has zero length")
+    return [v / norm for v in value]
+
+
+def doa_error_deg(prediction: Tensor, target: Tensor) -> Tensor:
+    """Angle between predicted and true directions in degrees.
+
+    Args:
+        prediction: ``(N, 3)``, any length (normalised here; a zero vector counts as 90°
+            from every direction).
+        target: ``(N, 3)`` unit vectors.
+    Returns:
+        ``(N,)`` errors in ``[0, 180]``.
+    """
+    p = nn.functional.normalize(prediction.double(), dim=-1)
+    t = nn.functional.normalize(target.double(), dim=-1)
+    cos = (p * t).sum(dim=-1).clamp(-1.0, 1.0)
+    return torch.rad2deg(torch.arccos(cos)).float()
+
+
+class DoaProbe(nn.Module):
+    """heareval's fully connected predictor with a 3-unit Tanh head (the direction)."""
+
+    def __init__(self, in_dim: int, conf: dict) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width, last = in_dim, "linear"
+        for _ in range(conf["hidden_layers"]):
+            linear = nn.Linear(width, conf["hidden_dim"])
+            conf["initialization"](linear.weight, gain=nn.init.calculate_gain(last))
+            layers.append(linear)
+            if not conf["norm_after_activation"]:
+                layers.append(conf["hidden_norm"](conf["hidden_dim"]))
+            layers += [nn.Dropout(conf["dropout"]), nn.ReLU()]
+            if conf["norm_after_activation"]:
+                layers.append(conf["hidden_norm"](conf["hidden_dim"]))
+            width, last = conf["hidden_dim"], "relu"
+        self.hidden = nn.Sequential(*layers)
+        self.projection = nn.Linear(width, 3)
+        conf["initialization"](self.projection.weight, gain=nn.init.calculate_gain(last))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(N, D)`` embeddings to ``(N, 3)`` directions in ``[-1, 1]^3``."""
+        return torch.tanh(self.projection(self.hidden(x)))
+
+
+@dataclass
+class FitResult:
+    """A trained probe and its validation record."""
+
+    model: DoaProbe
+    conf: dict
+    validation_deg: float
+    epoch: int
+
+
+def _predict(model: DoaProbe, x: Tensor, batch_size: int) -> Tensor:
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def fit(train: Split, valid: Split, conf: dict, seed: int = SEED) -> FitResult:
+    """Train one probe with early stopping on the validation mean DoA error (seeded)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _fit(train, valid, conf)
+
+
+def _fit(train: Split, valid: Split, conf: dict) -> FitResult:
+    model = DoaProbe(train.x.shape[1], conf)
+    optimizer = conf["optim"](model.parameters(), lr=conf["lr"])
+    batch, every = conf["batch_size"], conf["check_val_every_n_epoch"]
+    best, best_state, best_epoch, checks_without_gain = math.inf, None, -1, 0
+    for epoch in range(conf["max_epochs"]):
+        model.train()
+        order = torch.randperm(len(train.x))
+        for start in range(0, len(order), batch):
+            index = order[start : start + batch]
+            if len(index) < 2:
+                continue  # BatchNorm cannot train on a batch of one
+            loss = nn.functional.mse_loss(model(train.x[index]), train.y[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if (epoch + 1) % every and epoch + 1 != conf["max_epochs"]:
+            continue
+        error = doa_error_deg(_predict(model, valid.x, batch), valid.y).mean().item()
+        if error < best:
+            best, best_epoch, checks_without_gain = error, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            checks_without_gain += 1
+            if checks_without_gain >= conf["patience"]:
+                break
+    model.load_state_dict(best_state)
+    return FitResult(model.eval(), conf, best, best_epoch)
+
+
+def grid_confs(grid: str, grid_points: int, seed: int = SEED) -> list[dict]:
+    """The first ``grid_points`` points of ``GRIDS[grid]`` after a seeded shuffle."""
+    if grid not in GRIDS:
+        raise ValueError(f"unknown grid {grid!r}; choose one of {sorted(GRIDS)}")
+    if grid_points < 1:
+        raise ValueError(f"grid_points must be at least 1, got {grid_points}")
+    confs = list(ParameterGrid(GRIDS[grid]))
+    random.Random(seed).shuffle(confs)
+    return confs[:grid_points]
+
+
+def data_splits(metadata: dict) -> list[dict[str, list[str]]]:
+    """heareval's train/valid/test split names for a task's ``split_mode``."""
+    mode = metadata["split_mode"]
+    if mode == "trainvaltest":
+        return [{"train": ["train"], "valid": ["valid"], "test": ["test"]}]
+    if mode in ("new_split_kfold", "presplit_kfold"):
+        folds = sorted(metadata["splits"])
+        if len(folds) < 3:
+            raise ValueError(f"k-fold tasks need at least 3 folds, got {folds}")
+        return [
+            {
+                "train": [f for f in folds if f not in (test, folds[(i + 1) % len(folds)])],
+                "valid": [folds[(i + 1) % len(folds)]],
+                "test": [test],
+            }
+            for i, test in enumerate(folds)
+        ]
+    raise ValueError(f"unknown split_mode {mode!r} in task metadata")
+
+
+def _json_value(value: object) -> object:
+    return (
+        value
+        if isinstance(value, str | int | float | bool)
+        else getattr(value, "__name__", str(value))
+    )
+
+
+def fit_and_score(
+    splits: dict[str, Split],
+    metadata: dict,
+    grid: str = "default",
+    grid_points: int = 8,
+) -> dict:
+    """Grid search on the first data split, retrain on the others, score every test split.
+
+    Returns:
+        JSON-ready scores: ``test`` (mean and median DoA error over all test files, in
+        degrees), ``folds`` (per test split), ``hparams`` (the chosen grid point) and
+        ``errors_deg`` (per test file).
+    """
+    plan = data_splits(metadata)
+
+    def gather(names: list[str]) -> Split:
+        return Split.concat([splits[n] for n in names])
+
+    first = plan[0]
+    train, valid = gather(first["train"]), gather(first["valid"])
+    results = [fit(train, valid, conf) for conf in grid_confs(grid, grid_points)]
+    best = min(results, key=lambda r: r.validation_deg)
+    fitted = [best] + [fit(gather(p["train"]), gather(p["valid"]), best.conf) for p in plan[1:]]
+    folds, errors = {}, {}
+    for p, result in zip(plan, fitted, strict=True):
+        test = gather(p["test"])
+        error = doa_error_deg(_predict(result.model, test.x, best.conf["batch_size"]), test.y)
+        folds["|".join(p["test"])] = {
+            "doa_error_mean_deg": error.mean().item(),
+            "doa_error_median_deg": error.median().item(),
+            "validation_doa_error_mean_deg": result.validation_deg,
+            "epoch": result.epoch,
+        }
+        errors.update(zip(test.names, error.tolist(), strict=True))
+    all_errors = torch.tensor(list(errors.values()))
+    return {
+        "metric": PRIMARY_METRIC,
+        "test": {
+            "doa_error_mean_deg": all_errors.mean().item(),
+            "doa_error_median_deg": all_errors.median().item(),
+            "files": len(errors),
+        },
+        "folds": folds,
+        "hparams": {k: _json_value(v) for k, v in best.conf.items()},
+        "grid": grid,
+        "grid_points": grid_points,
+        "errors_deg": errors,
+    }
+
+
+def load_split(embed_task_dir: Path, split: str) -> Split:
+    """Scene embeddings and unit targets of one split from heareval's embeddings output."""
+    labels = json.loads((embed_task_dir / f"{split}.json").read_text())
+    names = sorted(labels)
+    if not names:
+        raise ValueError(f"split {split!r} of {embed_task_dir} holds no files")
+    x = np.stack([np.load(embed_task_dir / split / f"{n}.embedding.npy") for n in names])
+    if x.ndim != 2:
+        raise ValueError(
+            f"{embed_task_dir}: localization needs scene embeddings (one vector per file), "
+            f"got arrays of shape {x.shape[1:]}; set embedding_type 'scene' in the task"
+        )
+    y = [unit_vector(labels[n]) for n in names]
+    return Split(names, torch.from_numpy(x).float(), torch.tensor(y, dtype=torch.float32))
+
+
+def score_task(embed_task_dir: Path, grid: str = "default", grid_points: int = 8) -> dict:
+    """Score one localization task's embeddings and write :data:`SCORES_NAME` beside them."""
+    metadata = json.loads((embed_task_dir / "task_metadata.json").read_text())
+    splits = {s: load_split(embed_task_dir, s) for s in metadata["splits"]}
+    scores = fit_and_score(splits, metadata, grid, grid_points)
+    write_json(embed_task_dir / SCORES_NAME, scores)
+    return scores

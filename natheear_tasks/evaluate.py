@@ -1,0 +1,643 @@
+"""``natheear-tasks evaluate``: embeddings, downstream probes and the report for HEAR
+and Nat-HEAR task directories, for one model or several side by side.
+
+Data flow, per model::
+
+    TASKS/<task>  --heareval embeddings runner-->  OUT/runs/<label>/embeddings/<module>/<task>
+        classification / event tasks --heareval predictions runner--> test.predicted-scores.json
+        localization tasks           --doa_probe (MLP -> direction)-> test.doa-scores.json
+    all models  -->  OUT/summary.json, OUT/summary.md, OUT/scores.png, OUT/doa_errors.png
+
+The heareval runners run as subprocesses through :mod:`natheear_tasks.heareval_embed` and
+:mod:`natheear_tasks.heareval_predict` (which fix them at run time); their output goes to
+``OUT/runs/<label>/{embeddings,predictions}.log``. A task already scored for a model is
+skipped unless ``--force``; ``OUT/runs/<label>/model.json`` records which weights and probe
+settings made the scores, and a run with other weights or settings under the same label
+stops with an error instead of mixing results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from natheear_tasks import doa_probe, report, scoring
+from natheear_tasks.atomic import write_json, write_text
+
+LOCALIZATION = "localization"
+HEAREVAL_SCORES = "test.predicted-scores.json"
+HEAREVAL_DONE = "prediction-done.json"
+GRID_NAMES = tuple(doa_probe.GRIDS)
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_HUB_REF = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+class UsageError(ValueError):
+    """Bad command-line input or task directories (exit code 2)."""
+
+
+class ModelUnavailable(RuntimeError):
+    """A model's weights cannot be had here (e.g. a Hub download while offline)."""
+
+
+@dataclass
+class ModelSpec:
+    """One model to evaluate: a HEAR module, its weights (or none) and load options."""
+
+    label: str
+    module: str
+    model: str | None = None
+    options: dict = field(default_factory=dict)
+    optional: bool = False
+
+
+@dataclass
+class TaskInfo:
+    """A task directory and what the report needs to know about it."""
+
+    name: str
+    path: Path
+    metadata: dict
+
+    @property
+    def localization(self) -> bool:
+        return self.metadata.get("prediction_type") == LOCALIZATION
+
+    @property
+    def metric(self) -> str:
+        if self.localization:
+            return doa_probe.PRIMARY_METRIC
+        return self.metadata["evaluation"][0]
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "embedding_type": self.metadata["embedding_type"],
+            "prediction_type": self.metadata["prediction_type"],
+            "metric": self.metric,
+            "higher_is_better": scoring.higher_is_better(self.metric),
+        }
+
+
+@dataclass
+class Settings:
+    """Probe settings shared by heareval's predictions runner and the localization probe."""
+
+    grid: str = "default"
+    grid_points: int = 8
+
+    def as_dict(self) -> dict:
+        return {"grid": self.grid, "grid_points": self.grid_points}
+
+
+@dataclass
+class ModelResult:
+    """What happened to one model, and its scores (``{task: entry}``)."""
+
+    spec: ModelSpec
+    status: str = "ok"
+    reason: str = ""
+    scores: dict[str, dict] = field(default_factory=dict)
+    errors: dict[str, list[float]] = field(default_factory=dict)
+
+
+# --- inputs -------------------------------------------------------------------------------
+
+
+def find_tasks(tasks_dir: Path, names: list[str] | None = None) -> list[TaskInfo]:
+    """Task directories (folders with ``task_metadata.json``) under ``tasks_dir``, by name."""
+    if not tasks_dir.is_dir():
+        raise UsageError(f"--tasks-dir {tasks_dir} is not a folder")
+    found = {p.name: p for p in sorted(tasks_dir.iterdir()) if (p / "task_metadata.json").is_file()}
+    if names:
+        unknown = sorted(set(names) - set(found))
+        if unknown:
+            raise UsageError(
+                f"--task {unknown} not found in {tasks_dir}; task directories there: "
+                f"{sorted(found) or 'none'}"
+            )
+        found = {n: found[n] for n in sorted(set(names))}
+    if not found:
+        raise UsageError(f"{tasks_dir} holds no task directories (folders with task_metadata.json)")
+    tasks, problems = [], []
+    for name, path in found.items():
+        try:
+            metadata = json.loads((path / "task_metadata.json").read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            problems.append(f"{name}: task_metadata.json is unreadable ({error})")
+            continue
+        missing = [
+            k
+            for k in ("embedding_type", "prediction_type", "split_mode", "splits")
+            if k not in metadata
+        ]
+        if metadata.get("prediction_type") != LOCALIZATION and not metadata.get("evaluation"):
+            missing.append("evaluation")
+        if missing:
+            problems.append(f"{name}: task_metadata.json lacks {missing}")
+            continue
+        task = TaskInfo(name, path, metadata)
+        if task.localization and metadata["embedding_type"] != "scene":
+            problems.append(f"{name}: a localization task needs embedding_type 'scene'")
+        elif task.metric not in scoring.HIGHER_IS_BETTER:
+            problems.append(f"{name}: unknown primary metric {task.metric!r}")
+        else:
+            tasks.append(task)
+    if problems:
+        raise UsageError("bad task directories:\n  " + "\n  ".join(problems))
+    return tasks
+
+
+def _broadcast(values: list, count: int, flag: str) -> list:
+    if len(values) == count:
+        return values
+    if len(values) == 1:
+        return values * count
+    raise UsageError(
+        f"{flag} given {len(values)} times for {count} models; give it once or once per model"
+    )
+
+
+def _default_label(module: str, model: str | None) -> str:
+    if model:
+        return Path(model.rstrip("/")).name.split("@")[0] or module
+    return module.rsplit(".", 1)[-1]
+
+
+def _options(text: str, flag: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UsageError(f"{flag} {text!r} is not JSON ({error})") from error
+    if not isinstance(value, dict):
+        raise UsageError(f"{flag} must be a JSON object such as '{{\"sample_rate\": 16000}}'")
+    return value
+
+
+def specs_from_args(args: argparse.Namespace) -> list[ModelSpec]:
+    """Model specs from ``--models FILE`` or from ``--module/--model/--label/--model-options``."""
+    if args.models:
+        if args.module or args.model or args.label or args.model_options:
+            raise UsageError(
+                "--models FILE cannot be combined with --module/--model/--label/--model-options"
+            )
+        specs = load_models_file(Path(args.models))
+    else:
+        models = [None if m.lower() in ("", "none") else m for m in (args.model or [])]
+        count = max(len(args.module or []), len(models), 1)
+        modules = _broadcast(args.module or ["hear_gram"], count, "--module")
+        models = _broadcast(models or [None], count, "--model")
+        options = _broadcast(
+            [_options(o, "--model-options") for o in args.model_options or ["{}"]],
+            count,
+            "--model-options",
+        )
+        labels = args.label or [_default_label(m, w) for m, w in zip(modules, models, strict=True)]
+        if len(labels) != count:
+            raise UsageError(f"--label given {len(labels)} times for {count} models")
+        specs = [
+            ModelSpec(label, module, model, option)
+            for label, module, model, option in zip(labels, modules, models, options, strict=True)
+        ]
+    check_specs(specs)
+    return specs
+
+
+def load_models_file(path: Path) -> list[ModelSpec]:
+    """Models from a JSON list of ``{"label", "module", "model"?, "options"?, "optional"?}``;
+    relative model paths are taken from the file's folder."""
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise UsageError(f"--models {path} cannot be read as JSON ({error})") from error
+    if not isinstance(raw, list) or not raw:
+        raise UsageError(f"--models {path} must hold a non-empty JSON list of models")
+    specs = []
+    for index, entry in enumerate(raw):
+        where = f"{path}[{index}]"
+        if not isinstance(entry, dict) or "module" not in entry:
+            raise UsageError(f"{where}: each model needs at least a 'module'")
+        unknown = sorted(set(entry) - {"label", "module", "model", "options", "optional"})
+        if unknown:
+            raise UsageError(f"{where}: unknown fields {unknown}")
+        model = entry.get("model") or None
+        if model and not Path(model).is_absolute() and (path.parent / model).exists():
+            model = str(path.parent / model)
+        options = entry.get("options", {})
+        if not isinstance(options, dict):
+            raise UsageError(f"{where}: 'options' must be a JSON object")
+        label = entry.get("label") or _default_label(entry["module"], model)
+        specs.append(ModelSpec(label, entry["module"], model, options, bool(entry.get("optional"))))
+    return specs
+
+
+def check_specs(specs: list[ModelSpec]) -> None:
+    labels = [s.label for s in specs]
+    for label in labels:
+        if not _LABEL.match(label):
+            raise UsageError(
+                f"model label {label!r} must be letters, digits and _ . + - (it names a folder)"
+            )
+    duplicates = sorted({x for x in labels if labels.count(x) > 1})
+    if duplicates:
+        raise UsageError(f"models share the labels {duplicates}; pass --label for each model")
+
+
+def check_sample_rates(specs: list[ModelSpec], tasks: list[TaskInfo]) -> None:
+    """Every task has a folder at each model's ``sample_rate`` option (when one is given)."""
+    problems = []
+    for spec in specs:
+        rate = spec.options.get("sample_rate")
+        if rate is None:
+            continue
+        for task in tasks:
+            if not (task.path / str(rate)).is_dir():
+                present = sorted(p.name for p in task.path.iterdir() if p.name.isdigit())
+                problems.append(f"{spec.label} takes {rate} Hz, but {task.name} has only {present}")
+    if problems:
+        raise UsageError(
+            'sample rates do not match (set "sample_rate" in --model-options):\n  '
+            + "\n  ".join(problems)
+        )
+
+
+def check_references(
+    refs: scoring.References, specs: list[ModelSpec], tasks: list[TaskInfo]
+) -> None:
+    """Check a references file against the tasks and models before any work starts."""
+    no_scores: dict[str, dict[str, float]] = {s.label: {} for s in specs}
+    for task in tasks:
+        scoring.resolve_reference(refs, task.name, task.metric, no_scores)
+
+
+# --- weights ------------------------------------------------------------------------------
+
+
+def resolve_weights(spec: ModelSpec) -> Path | None:
+    """A local path for the model's weights: the path itself, or a Hub snapshot.
+
+    Raises:
+        ModelUnavailable: a Hub reference that cannot be downloaded nor found in the cache.
+        UsageError: neither an existing path nor a Hub reference.
+    """
+    if spec.model is None:
+        return None
+    path = Path(spec.model).expanduser()
+    if path.exists():
+        return path.resolve()
+    if _HUB_REF.match(spec.model) and not spec.model.startswith((".", "/", "~")):
+        from hear_gram.checkpoint import download
+        from hear_gram.errors import CheckpointError
+
+        try:
+            return download(spec.model)
+        except CheckpointError as error:
+            raise ModelUnavailable(str(error).split(". ")[0]) from error
+    raise UsageError(
+        f"--model {spec.model!r} ({spec.label}) is neither an existing file or folder nor a "
+        "Hugging Face Hub reference org/name[@revision]"
+    )
+
+
+def weights_digest(path: Path | None) -> str | None:
+    """sha256 over a weights file, or over every file of a checkpoint folder."""
+    if path is None:
+        return None
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+# --- running ------------------------------------------------------------------------------
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p
+    )
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    return env
+
+
+def _run_logged(command: list[str], log: Path, what: str) -> None:
+    with log.open("a") as handle:
+        handle.write(f"\n$ {' '.join(command)}\n")
+        handle.flush()
+        code = subprocess.run(
+            command, stdout=handle, stderr=subprocess.STDOUT, env=_env(), cwd=log.parent
+        ).returncode
+    if code:
+        tail = log.read_text(errors="replace").strip().splitlines()[-8:]
+        raise RuntimeError(
+            f"{what} failed (exit {code}); full log: {log}\n    " + "\n    ".join(tail)
+        )
+
+
+def heareval_score(embed_dir: Path) -> dict:
+    """The primary test score of a heareval-scored task (mean and std over folds)."""
+    data = json.loads((embed_dir / HEAREVAL_SCORES).read_text())
+    if "aggregated_scores" in data:
+        agg = data["aggregated_scores"]
+        return {"score": agg["test_score_mean"], "std": agg["test_score_std"]}
+    folds = [v for v in data.values() if isinstance(v, dict) and "test_score" in v]
+    if len(folds) != 1:
+        raise RuntimeError(f"{embed_dir / HEAREVAL_SCORES} has no single test score")
+    return {"score": folds[0]["test_score"], "std": None}
+
+
+def _is_scored(embed_dir: Path | None, task: TaskInfo) -> bool:
+    if embed_dir is None:
+        return False
+    if task.localization:
+        return (embed_dir / doa_probe.SCORES_NAME).is_file()
+    return (embed_dir / HEAREVAL_SCORES).is_file() and (embed_dir / HEAREVAL_DONE).is_file()
+
+
+def _embed_dir(run_dir: Path, task: TaskInfo) -> Path | None:
+    found = sorted((run_dir / "embeddings").glob(f"*/{task.name}"))
+    if len(found) > 1:
+        raise RuntimeError(f"{run_dir} holds several embeddings of {task.name}: {found}")
+    return found[0] if found else None
+
+
+def _check_fingerprint(run_dir: Path, fingerprint: dict, force: bool) -> None:
+    path = run_dir / "model.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old != fingerprint:
+            if not force:
+                changed = sorted(
+                    k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k)
+                )
+                raise UsageError(
+                    f"{run_dir} holds results of another model or probe setting (differs in "
+                    f"{changed}); pass --force to recompute, or use another --label or --out"
+                )
+            shutil.rmtree(run_dir)
+    write_json(path, fingerprint)
+
+
+def evaluate_model(
+    spec: ModelSpec, tasks: list[TaskInfo], out: Path, settings: Settings, force: bool
+) -> ModelResult:
+    """Embed, probe and score ``tasks`` with one model; failures end up in the result."""
+    result = ModelResult(spec)
+    say = tqdm.write
+    try:
+        weights = resolve_weights(spec)
+    except ModelUnavailable as error:
+        result.status, result.reason = "unavailable", str(error)
+        say(f"[{spec.label}] unavailable: {error}")
+        return result
+    run_dir = out / "runs" / spec.label
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = {
+        "module": spec.module,
+        "model": str(weights) if weights else None,
+        "weights_sha256": weights_digest(weights),
+        "options": spec.options,
+        **settings.as_dict(),
+    }
+    _check_fingerprint(run_dir, fingerprint, force)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pending = []
+    for task in tasks:
+        embed_dir = _embed_dir(run_dir, task)
+        if force and embed_dir is not None:
+            shutil.rmtree(embed_dir)
+            embed_dir = None
+        if not _is_scored(embed_dir, task):
+            pending.append(task)
+    try:
+        if pending:
+            _embed(spec, weights, pending, run_dir)
+            _predict(spec, pending, run_dir, settings)
+    except RuntimeError as error:
+        result.status, result.reason = "failed", str(error).splitlines()[0]
+        say(f"[{spec.label}] {error}")
+    for task in tasks:
+        embed_dir = _embed_dir(run_dir, task)
+        if not _is_scored(embed_dir, task):
+            continue
+        if task.localization:
+            data = json.loads((embed_dir / doa_probe.SCORES_NAME).read_text())
+            test = data["test"]
+            result.scores[task.name] = {
+                "score": test["doa_error_mean_deg"],
+                "median": test["doa_error_median_deg"],
+                "std": None,
+            }
+            result.errors[task.name] = list(data["errors_deg"].values())
+        else:
+            result.scores[task.name] = heareval_score(embed_dir)
+    return result
+
+
+def _embed(spec: ModelSpec, weights: Path | None, tasks: list[TaskInfo], run_dir: Path) -> None:
+    staging = run_dir / "tasks"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    for task in tasks:
+        (staging / task.name).symlink_to(task.path.resolve(), target_is_directory=True)
+    command = [sys.executable, "-m", "natheear_tasks.heareval_embed", spec.module]
+    if weights is not None:
+        command += ["--model", str(weights)]
+    command += [
+        "--tasks-dir",
+        str(staging),
+        "--embeddings-dir",
+        str(run_dir / "embeddings"),
+        "--model-options",
+        json.dumps(spec.options),
+    ]
+    tqdm.write(
+        f"[{spec.label}] embeddings of {len(tasks)} task(s) (log: {run_dir / 'embeddings.log'})"
+    )
+    try:
+        _run_logged(command, run_dir / "embeddings.log", f"embeddings of {spec.label}")
+    finally:
+        shutil.rmtree(staging)
+
+
+def _predict(spec: ModelSpec, tasks: list[TaskInfo], run_dir: Path, settings: Settings) -> None:
+    dirs = {task.name: _embed_dir(run_dir, task) for task in tasks}
+    missing = sorted(name for name, d in dirs.items() if d is None)
+    if missing:
+        raise RuntimeError(f"the embeddings runner wrote nothing for {missing}")
+    heareval_dirs = [str(dirs[t.name]) for t in tasks if not t.localization]
+    if heareval_dirs:
+        tqdm.write(
+            f"[{spec.label}] heareval predictions for {len(heareval_dirs)} task(s) "
+            f"(log: {run_dir / 'predictions.log'})"
+        )
+        command = [sys.executable, "-m", "natheear_tasks.heareval_predict", *heareval_dirs]
+        command += ["--grid", settings.grid, "--grid-points", str(settings.grid_points)]
+        _run_logged(command, run_dir / "predictions.log", f"predictions of {spec.label}")
+    for task in tasks:
+        if task.localization:
+            tqdm.write(f"[{spec.label}] localization probe on {task.name}")
+            doa_probe.score_task(dirs[task.name], settings.grid, settings.grid_points)
+
+
+# --- the whole evaluation -------------------------------------------------------------------
+
+
+def summarize(
+    results: list[ModelResult],
+    tasks: list[TaskInfo],
+    settings: Settings,
+    references: scoring.References | None,
+) -> dict:
+    """The ``summary.json`` content (see :mod:`natheear_tasks.report`)."""
+    scores = {r.spec.label: r.scores for r in results}
+    s_m = None
+    if references is not None:
+        primary = {
+            label: {t: e["score"] for t, e in by_task.items()} for label, by_task in scores.items()
+        }
+        s_m = scoring.s_m(references, {t.name: t.metric for t in tasks}, primary)
+        s_m["source"] = references.source
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "models": [
+            {
+                "label": r.spec.label,
+                "module": r.spec.module,
+                "model": r.spec.model,
+                "options": r.spec.options,
+                "status": r.status,
+                "reason": r.reason,
+            }
+            for r in results
+        ],
+        "tasks": [t.describe() for t in tasks],
+        "scores": scores,
+        "s_m": s_m,
+        "settings": settings.as_dict(),
+    }
+
+
+def write_report(summary: dict, results: list[ModelResult], out: Path) -> list[Path]:
+    """Write ``summary.json``, ``summary.md`` and the PNG plots into ``out``."""
+    written = [
+        write_json(out / "summary.json", summary),
+        write_text(out / "summary.md", report.markdown_table(summary)),
+        report.plot_scores(summary, out / "scores.png"),
+    ]
+    errors: dict[str, dict[str, list[float]]] = {}
+    for result in results:
+        for task, values in result.errors.items():
+            errors.setdefault(task, {})[result.spec.label] = values
+    if errors:
+        written.append(report.plot_doa_errors(errors, out / "doa_errors.png"))
+    return written
+
+
+def evaluate(
+    specs: list[ModelSpec],
+    tasks: list[TaskInfo],
+    out: Path,
+    settings: Settings,
+    references: scoring.References | None = None,
+    force: bool = False,
+) -> tuple[dict, list[ModelResult]]:
+    """Evaluate every model on every task, then write the report into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    results = [
+        evaluate_model(spec, tasks, out.resolve(), settings, force)
+        for spec in tqdm(specs, desc="models", unit="model")
+    ]
+    summary = summarize(results, tasks, settings, references)
+    write_report(summary, results, out)
+    return summary, results
+
+
+def exit_code(results: list[ModelResult]) -> int:
+    """1 if a required model is unavailable or any model failed, else 0."""
+    bad = [
+        r
+        for r in results
+        if r.status == "failed" or (r.status == "unavailable" and not r.spec.optional)
+    ]
+    return 1 if bad else 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``evaluate`` subcommand."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="embed task directories with HEAR modules, train the downstream probes, report",
+        description=(
+            "Evaluate HEAR modules on HEAR / Nat-HEAR task directories: embeddings through "
+            "heareval's runner, classification and event tasks through heareval's predictions "
+            "runner, localization tasks through an MLP direction probe (mean and median DoA "
+            "error in degrees), and s(m) given --references. Writes OUT/summary.json, "
+            "OUT/summary.md and OUT/*.png. Several models: repeat --model (and --module, "
+            "--label, --model-options once or once per model), or pass --models FILE."
+        ),
+    )
+    parser.add_argument("--module", action="append", help="HEAR module (default hear_gram)")
+    parser.add_argument(
+        "--model",
+        action="append",
+        help="weights: checkpoint folder, file, or Hub reference org/name; 'none' for none",
+    )
+    parser.add_argument("--label", action="append", help="name of the model in the report")
+    parser.add_argument("--model-options", action="append", help="JSON object passed to load_model")
+    parser.add_argument(
+        "--models", help="JSON list of {label, module, model, options, optional} (instead)"
+    )
+    parser.add_argument("--tasks-dir", required=True, help="folder of task directories")
+    parser.add_argument("--task", action="append", help="only this task (repeatable)")
+    parser.add_argument("--out", required=True, help="results folder")
+    parser.add_argument(
+        "--references", help="JSON or CSV with a baseline and a best score per task, for s(m)"
+    )
+    parser.add_argument("--grid", choices=GRID_NAMES, default="default", help="probe grid")
+    parser.add_argument(
+        "--grid-points", type=int, default=8, help="probe grid points searched (default 8)"
+    )
+    parser.add_argument("--force", action="store_true", help="recompute tasks already scored")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``evaluate``; prints the results table. Exit 0 ok, 1 a model failed, 2 bad input."""
+    try:
+        if args.grid_points < 1:
+            raise UsageError("--grid-points must be at least 1")
+        specs = specs_from_args(args)
+        tasks = find_tasks(Path(args.tasks_dir), args.task)
+        check_sample_rates(specs, tasks)
+        references = scoring.load_references(args.references) if args.references else None
+        if references is not None:
+            check_references(references, specs, tasks)
+        settings = Settings(args.grid, args.grid_points)
+        out = Path(args.out)
+        summary, results = evaluate(specs, tasks, out, settings, references, args.force)
+    except (UsageError, scoring.ReferenceError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(report.markdown_table(summary))
+    print(f"results: {out / 'summary.md'}, {out / 'summary.json'}, {out}/*.png")
+    return exit_code(results)

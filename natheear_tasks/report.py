@@ -1,0 +1,153 @@
+"""The evaluation report: the Markdown table and the PNG plots of a ``summary.json``.
+
+Summary layout (written by :mod:`natheear_tasks.evaluate`)::
+
+    {"models": [{"label", "module", "model", "options", "status": "ok" | "unavailable" |
+                 "failed", "reason"}],
+     "tasks": [{"name", "embedding_type", "prediction_type", "metric", "higher_is_better"}],
+     "scores": {label: {task: {"score", "std", "median"?}}},
+     "s_m": null | {"references", "skipped", "models": {label: {"s_m", ...}}},
+     "settings": {...}}
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from natheear_tasks.atomic import write_atomic  # noqa: E402
+
+METRIC_NAMES = {
+    "doa_error_mean_deg": "DoA error, mean / median",
+    "top1_acc": "accuracy",
+    "event_onset_200ms_fms": "onset F (200 ms)",
+    "segment_1s_er": "segment error rate (1 s)",
+}
+
+
+def metric_label(task: dict) -> str:
+    """The metric column of a task: its name and an arrow for the better direction."""
+    arrow = "↑" if task["higher_is_better"] else "↓"
+    return f"{METRIC_NAMES.get(task['metric'], task['metric'])} {arrow}"
+
+
+def format_score(task: dict, entry: dict | None) -> str:
+    """One table cell: ``0.873``, ``0.873 ± 0.021`` (k folds) or ``23.4° / 18.1°`` (DoA)."""
+    if entry is None:
+        return "n/a"
+    if task["metric"].startswith("doa_error"):
+        return f"{entry['score']:.1f}° / {entry['median']:.1f}°"
+    std = entry.get("std")
+    if std is not None and math.isfinite(std):
+        return f"{entry['score']:.3f} ± {std:.3f}"
+    return f"{entry['score']:.3f}"
+
+
+def _cell(summary: dict, model: dict, task: dict) -> str:
+    if model["status"] == "unavailable":
+        return "unavailable"
+    entry = summary["scores"].get(model["label"], {}).get(task["name"])
+    if entry is None and model["status"] == "failed":
+        return "failed"
+    return format_score(task, entry)
+
+
+def markdown_table(summary: dict) -> str:
+    """The results table (tasks as rows, models as columns, s(m) last) and its notes."""
+    models, tasks = summary["models"], summary["tasks"]
+    header = ["task", "metric"] + [m["label"] for m in models]
+    rows = [[t["name"], metric_label(t)] + [_cell(summary, m, t) for m in models] for t in tasks]
+    s_m = summary.get("s_m")
+    if s_m is not None:
+        cells = []
+        for m in models:
+            value = s_m["models"].get(m["label"], {}).get("s_m")
+            cells.append("n/a" if value is None else f"**{value:.1f}**")
+        rows.append([f"**s(m)** ({len(s_m['references'])} tasks)", "% ↑"] + cells)
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join(["---"] * 2 + ["---:"] * len(models)) + " |",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    notes = [
+        f"- {m['label']}: {m['status']} — {m['reason']}" for m in models if m["status"] != "ok"
+    ]
+    if s_m is None:
+        notes.append("- s(m): not computed (pass --references FILE with a baseline and a best)")
+    else:
+        notes += [f"- s(m) leaves out {task}: {why}" for task, why in s_m["skipped"].items()]
+        for m in models:
+            missing = s_m["models"].get(m["label"], {}).get("missing")
+            if m["status"] == "ok" and missing:
+                notes.append(f"- s(m) of {m['label']}: no score on {', '.join(missing)}")
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    def write(tmp: Path) -> None:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+
+    try:
+        return write_atomic(path, write)
+    finally:
+        plt.close(fig)
+
+
+def plot_scores(summary: dict, path: Path) -> Path:
+    """One bar chart per task (a bar per model with a score), as a PNG."""
+    tasks = summary["tasks"]
+    labels = [m["label"] for m in summary["models"]]
+    cols = min(3, len(tasks))
+    rows = math.ceil(len(tasks) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        values, errs = [], []
+        for label in labels:
+            entry = summary["scores"].get(label, {}).get(task["name"])
+            values.append(math.nan if entry is None else entry["score"])
+            std = None if entry is None else entry.get("std")
+            errs.append(0.0 if std is None or not math.isfinite(std) else std)
+        ax.bar(range(len(labels)), values, yerr=errs, color=colors[: len(labels)] or None)
+        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+        ax.set_title(task["name"], fontsize=9)
+        ax.set_ylabel(metric_label(task).replace(", mean / median", ", mean"), fontsize=8)
+        for x, value in enumerate(values):
+            if math.isnan(value):
+                ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7)
+    for ax in list(axes.flat)[len(tasks) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_doa_errors(errors: dict[str, dict[str, list[float]]], path: Path) -> Path:
+    """Cumulative distribution of per-file DoA errors, one panel per localization task.
+
+    Args:
+        errors: ``{task: {model label: [errors in degrees]}}``.
+    """
+    cols = min(3, len(errors))
+    rows = math.ceil(len(errors) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, (task, by_model) in zip(axes.flat, errors.items(), strict=False):
+        for label, values in by_model.items():
+            values = sorted(values)
+            fraction = [(i + 1) / len(values) for i in range(len(values))]
+            ax.step(values, fraction, where="post", label=label)
+        ax.set_xlim(0, 180)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("DoA error (degrees)", fontsize=8)
+        ax.set_ylabel("fraction of test files", fontsize=8)
+        ax.set_title(task, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(errors) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _save(fig, path)

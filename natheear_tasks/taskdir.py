@@ -1,0 +1,259 @@
+"""HEAR task directories: read and validate a source task in full, write output tasks
+atomically.
+
+Layout (hear-preprocess): ``task_metadata.json``, ``labelvocabulary.csv`` (``idx,label``),
+one ``<split>.json`` per entry of ``metadata["splits"]`` and ``<rate>/<split>/<file>.wav``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import soundfile as sf
+
+METADATA = "task_metadata.json"
+VOCABULARY = "labelvocabulary.csv"
+REQUIRED_METADATA = ("task_name", "embedding_type", "prediction_type", "splits", "sample_duration")
+MAX_LISTED_PROBLEMS = 40
+
+
+class TaskError(ValueError):
+    """A source task that cannot be converted; ``problems`` lists every problem found."""
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        self.problems = problems
+        shown = problems[:MAX_LISTED_PROBLEMS]
+        more = len(problems) - len(shown)
+        lines = [f"{path}: {len(problems)} problem(s); nothing was written:"]
+        lines += [f"  - {p}" for p in shown]
+        if more:
+            lines.append(f"  ... and {more} more")
+        super().__init__("\n".join(lines))
+
+
+@dataclass
+class AudioFile:
+    """One wav of the source task at one rate."""
+
+    path: Path
+    frames: int
+    subtype: str
+
+
+@dataclass
+class FileEntry:
+    """One clip of the source task: its split, name, labels and its wav at every rate."""
+
+    split: str
+    name: str
+    audio: dict[int, AudioFile]
+
+    @property
+    def identity(self) -> str:
+        return f"{self.split}/{self.name}"
+
+
+@dataclass
+class Task:
+    """A validated source task."""
+
+    path: Path
+    metadata: dict
+    vocabulary_text: str
+    split_texts: dict[str, str]
+    splits: dict[str, dict]
+    rates: list[int]
+    files: list[FileEntry]  # sorted by (split, name)
+
+    @property
+    def seconds(self) -> float:
+        """Total audio duration at one rate."""
+        rate = self.rates[0]
+        return sum(f.audio[rate].frames for f in self.files) / rate
+
+
+def _load_json(path: Path, problems: list[str]):
+    if not path.is_file():
+        problems.append(f"{path.name} is missing")
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        problems.append(f"{path.name} is not valid JSON ({error})")
+        return None
+
+
+def _read_vocabulary(path: Path, problems: list[str]) -> tuple[str, set[str]]:
+    if not path.is_file():
+        problems.append(f"{VOCABULARY} is missing")
+        return "", set()
+    text = path.read_text()
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or [c.strip() for c in rows[0]] != ["idx", "label"]:
+        problems.append(f"{VOCABULARY} must start with the header 'idx,label'")
+        return text, set()
+    labels = set()
+    for n, row in enumerate(rows[1:]):
+        if len(row) != 2 or row[0].strip() != str(n):
+            problems.append(f"{VOCABULARY} row {n + 2} must be '{n},<label>', got {row}")
+            continue
+        labels.add(row[1])
+    return text, labels
+
+
+def _check_labels(split: str, name: str, labels, kind: str, vocab: set[str], problems: list[str]):
+    where = f"{split}.json[{name!r}]"
+    if not isinstance(labels, list):
+        problems.append(f"{where}: labels must be a list, got {type(labels).__name__}")
+        return
+    for label in labels:
+        if kind == "event":
+            if not isinstance(label, dict) or not {"label", "start", "end"} <= set(label):
+                problems.append(f"{where}: event labels need label, start and end; got {label!r}")
+                continue
+            start, end = label["start"], label["end"]
+            if not all(isinstance(v, int | float) for v in (start, end)) or not 0 <= start <= end:
+                problems.append(f"{where}: event times must satisfy 0 <= start <= end (ms)")
+            label = label["label"]
+        if vocab and label not in vocab:
+            problems.append(f"{where}: label {label!r} is not in {VOCABULARY}")
+
+
+def read_task(path: str | Path, rates: list[int] | None = None) -> Task:
+    """Read and validate a HEAR task completely (every wav's header is read).
+
+    Args:
+        path: the task directory.
+        rates: sample rates to keep (default: every rate folder present).
+    Raises:
+        TaskError: listing every problem found (missing or malformed metadata, vocabulary
+            or split files, unknown labels, missing or unreadable wavs, wrong sample rates,
+            channels or lengths, rate folders that are not sample rates).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise TaskError(path, [f"{path} is not a folder (expected a HEAR task directory)"])
+    problems: list[str] = []
+    metadata = _load_json(path / METADATA, problems)
+    vocabulary_text, vocab = _read_vocabulary(path / VOCABULARY, problems)
+    if not isinstance(metadata, dict):
+        if metadata is not None:
+            problems.append(f"{METADATA} must hold a JSON object")
+        raise TaskError(path, problems)
+    missing = [k for k in REQUIRED_METADATA if k not in metadata]
+    if missing:
+        problems.append(f"{METADATA} lacks {missing}")
+        raise TaskError(path, problems)
+    kind = metadata["embedding_type"]
+    if kind not in ("scene", "event"):
+        problems.append(f"{METADATA}: embedding_type must be 'scene' or 'event', got {kind!r}")
+    duration = metadata["sample_duration"]
+    if duration is not None and (not isinstance(duration, int | float) or duration <= 0):
+        problems.append(f"{METADATA}: sample_duration must be a positive number or null")
+        duration = None
+
+    folders = sorted(p.name for p in path.iterdir() if p.is_dir())
+    present = []
+    for name in folders:
+        if name.isdigit() and int(name) > 0:
+            present.append(int(name))
+        else:
+            problems.append(f"folder {name!r} is not a sample rate (expected folders like 16000)")
+    present.sort()
+    if rates:
+        absent = [r for r in rates if r not in present]
+        if absent:
+            problems.append(f"sample rates {absent} asked for, but the task has only {present}")
+        keep = [r for r in rates if r in present]
+    else:
+        keep = present
+    if not present:
+        problems.append("no sample-rate folders (e.g. 16000/, 48000/)")
+
+    split_texts, splits, files = {}, {}, []
+    for split in metadata["splits"]:
+        split_path = path / f"{split}.json"
+        data = _load_json(split_path, problems)
+        if data is None:
+            continue
+        if not isinstance(data, dict):
+            problems.append(f"{split}.json must map file names to labels")
+            continue
+        split_texts[split] = split_path.read_text()
+        splits[split] = data
+        for name in sorted(data):
+            _check_labels(split, name, data[name], kind, vocab, problems)
+            audio = {}
+            for rate in keep:
+                wav = path / str(rate) / split / name
+                audio_file = _check_wav(wav, path, rate, duration, problems)
+                if audio_file is not None:
+                    audio[rate] = audio_file
+            files.append(FileEntry(split, name, audio))
+    if not files and not problems:
+        problems.append("the splits list no files")
+    if problems:
+        raise TaskError(path, problems)
+    return Task(path, metadata, vocabulary_text, split_texts, splits, keep, files)
+
+
+def _check_wav(
+    wav: Path, root: Path, rate: int, duration: float | None, problems: list[str]
+) -> AudioFile | None:
+    rel = wav.relative_to(root)
+    if not wav.is_file():
+        problems.append(f"{rel} is missing")
+        return None
+    try:
+        info = sf.info(str(wav))
+    except Exception as error:  # soundfile raises several types for bad files
+        problems.append(f"{rel} is unreadable ({error})")
+        return None
+    if info.samplerate != rate:
+        problems.append(f"{rel} is at {info.samplerate} Hz, inside the {rate} folder")
+    if info.channels != 1:
+        problems.append(f"{rel} has {info.channels} channels; HEAR source tasks are mono")
+    if duration is not None and info.frames != round(duration * rate):
+        problems.append(
+            f"{rel} has {info.frames} samples; sample_duration {duration} s at {rate} Hz "
+            f"needs {round(duration * rate)}"
+        )
+    if info.frames == 0:
+        problems.append(f"{rel} is empty")
+    return AudioFile(wav, info.frames, info.subtype)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data, indent: int | None = None) -> None:
+    atomic_write_bytes(path, (json.dumps(data, indent=indent, sort_keys=True) + "\n").encode())
+
+
+def atomic_write_wav(path: Path, audio, sample_rate: int, subtype: str) -> None:
+    """Write ``audio (T, C)`` as a wav through a temporary file, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        sf.write(tmp, audio, sample_rate, subtype=subtype, format="WAV")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
