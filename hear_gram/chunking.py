@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import nullcontext
 
 import torch
 from torch import Tensor, nn
@@ -103,7 +102,6 @@ def embed_files(
     fb: Tensor,
     batch_chunks: int,
     keep_steps: bool,
-    autocast_dtype: torch.dtype | None = None,
 ) -> list[_FileOutputs]:
     """Run every 2-s chunk of every file through ``encoder`` in batches of ``batch_chunks``.
 
@@ -112,6 +110,9 @@ def embed_files(
             ``(cls (B, D), steps (B, S, E))``; has ``chunk_frames`` and ``frames_per_step``.
         waves: ``(C, T)`` waveforms at 32 kHz, one per file.
         keep_steps: keep every step embedding (timestamp embeddings) or only their sum.
+
+    Chunks enter the encoder in the dtype of its parameters (bf16 for a bf16 encoder);
+    outputs are float32.
     """
     outputs: list[_FileOutputs] = []
 
@@ -122,19 +123,14 @@ def embed_files(
                 yield from ((index, c, int(v)) for c, v in zip(block, valid, strict=True))
 
     fps = encoder.frames_per_step
-    context = (
-        (lambda device: torch.autocast(device, dtype=autocast_dtype))
-        if autocast_dtype is not None
-        else (lambda device: nullcontext())
-    )
+    dtype = next(encoder.parameters()).dtype
     for batch in _batched(chunks(), batch_chunks):
-        x = torch.stack([c for _, c, _ in batch])
+        x = torch.stack([c for _, c, _ in batch]).to(dtype)
         valid = [v for _, _, v in batch]
         steps_kept = [math.ceil(v / fps) for v in valid]
         partial = any(v < encoder.chunk_frames for v in valid)
         valid_steps = torch.tensor(steps_kept, device=x.device) if partial else None
-        with context(x.device.type):
-            cls, steps = encoder(x, valid_steps)
+        cls, steps = encoder(x, valid_steps)
         cls, steps = cls.float(), steps.float()
         for i, (owner, _, v) in enumerate(batch):
             outputs[owner].add(cls[i], steps[i, : steps_kept[i]], v)

@@ -20,7 +20,7 @@ from hear_gram.variants import get_variant
 
 DEFAULT_SAMPLE_RATE = 48000
 SCENE_MODES = ("mean", "cls")
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # Kaiser-windowed sinc, 16 zero crossings: flat to 12 kHz, -0.16 dB at 14 kHz (torchaudio's
 # default, 6 crossings with a Hann window, loses 1.8 dB there), at the same cost.
 RESAMPLER = {"lowpass_filter_width": 16, "resampling_method": "sinc_interp_kaiser", "beta": 8.6}
@@ -56,7 +56,7 @@ class HearModel(nn.Module):
             raise ValueError(f"sample_rate must be an integer rate >= 8000 Hz, got {sample_rate!r}")
         if int(batch_chunks) != batch_chunks or batch_chunks < 1:
             raise ValueError(f"batch_chunks must be a positive integer, got {batch_chunks!r}")
-        self.encoder = encoder.eval()
+        self.encoder = encoder.eval().to(PRECISIONS[precision])
         self.variant = variant
         self.config = config
         self.kind = config["features"]
@@ -91,7 +91,6 @@ class HearModel(nn.Module):
                 self.mel_fb,
                 self.batch_chunks,
                 keep_steps,
-                PRECISIONS[self.precision],
             )
 
     def timestamp_embeddings(self, audio: Tensor) -> tuple[Tensor, Tensor]:
@@ -122,7 +121,8 @@ def load_model(variant: str, model_file_path: str = "", **options) -> HearModel:
             weights.
         **options: as heareval's ``--model-options`` passes them: ``sample_rate`` (default
             48000; resampled to 32 kHz inside), ``scene_embedding`` (``"mean"`` or
-            ``"cls"``), ``precision`` (``"fp32"`` or ``"bf16"`` autocast),
+            ``"cls"``), ``precision`` (``"fp32"``, or ``"bf16"``: encoder weights and
+            activations in bfloat16, features and outputs in float32),
             ``batch_chunks`` (2-s chunks per encoder call, default 16).
     """
     accepted = {"sample_rate", "scene_embedding", "precision", "batch_chunks"}

@@ -217,3 +217,18 @@ def test_gpu_gives_the_cpu_embeddings():
     gpu = hear_gram.get_scene_embeddings(audio.cuda(), model.cuda())
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-3)
+
+
+def test_long_files_stream_through_bounded_batches():
+    model = small_model(sample_rate=16000, batch_chunks=4)
+    sizes = []
+    encoder_forward = model.encoder.forward
+
+    def recording_forward(x, valid_steps=None):
+        sizes.append(x.shape[0])
+        return encoder_forward(x, valid_steps)
+
+    model.encoder.forward = recording_forward
+    emb, _ = hear_gram.get_timestamp_embeddings(tone(21.0, 16000, 2)[None].expand(2, -1, -1), model)
+    assert emb.shape == (2, 263, 8 * 32)
+    assert max(sizes) == 4 and sum(sizes) == 2 * 11
