@@ -88,9 +88,12 @@ class CatFamily:
         c = self.cfg.cat
         rr_dim = 0
         if self.spec is not None and self.target_suffix is None:
-            self.hear_targets = HearTargets(
-                self.spec.module, self.spec.checkpoint, out / RR_CACHE, device
-            )
+            # Loading the external module must not move the RNG: the run's initial weights
+            # are the same with and without regularization.
+            with torch.random.fork_rng(devices=[]):
+                self.hear_targets = HearTargets(
+                    self.spec.module, self.spec.checkpoint, out / RR_CACHE, device
+                )
             rr_dim = self.hear_targets.dim
         elif self.target_suffix is not None:
             rr_dim = first_stored_target(units, self.target_suffix).shape[0]
