@@ -149,7 +149,8 @@ class HearTargets:
             audio = clips[missing].to(self.device, torch.float32)
             if self.sample_rate != SAMPLE_RATE:
                 audio = AF.resample(audio, SAMPLE_RATE, self.sample_rate, **RESAMPLER)
-            with torch.no_grad():
+            # fp32 whatever the loop's autocast: cached targets do not depend on precision.
+            with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
                 embeddings = self.module.get_scene_embeddings(audio, self.model)
             embeddings = embeddings.float().cpu().numpy()
             if embeddings.shape != (len(missing), self.dim):
