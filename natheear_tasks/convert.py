@@ -116,6 +116,8 @@ def _check_options(options: Options) -> None:
         raise OptionError(f"--bank-size must be at least 1, got {options.bank_size}")
     if options.rirs and options.bank_size is not None:
         raise OptionError("--bank-size applies to simulated banks; leave it out with --rirs")
+    if options.rirs and options.hrtf != KEMAR:
+        raise OptionError("--hrtf applies to simulated banks; a bank given with --rirs has its own")
 
 
 def output_name(task: Task, options: Options) -> str:
@@ -277,6 +279,8 @@ def _convert_file(entry: FileEntry) -> float:
     lengths = {rate: audio.frames for rate, audio in entry.audio.items()}
     noises, noise_record = job.noise.draw(generator(seed, "noise", entry.identity), lengths)
     gains = {}
+    if _rirs_at(scene["bank_scene"], job.task.rates[0]).shape[0] == 1:
+        scene["snr_db"] = None  # no noise RIRs (a GRAM-release scene may have none): no noise
     for rate, audio in entry.audio.items():
         dry, _ = sf.read(str(audio.path), dtype="float32", always_2d=True)
         dry = dry[:, 0]
@@ -287,7 +291,7 @@ def _convert_file(entry: FileEntry) -> float:
             torch.from_numpy(noises[rate])[None],
             torch.from_numpy(rirs[1:])[None],
             torch.ones(1, rirs.shape[0] - 1, dtype=torch.bool),
-            torch.tensor([scene["snr_db"]]),
+            torch.tensor([scene["snr_db"] or 0.0]),
             rate,
         )[0].numpy()
         gain = _level(dry, mixture)
@@ -349,6 +353,8 @@ def run(job: Job) -> Summary:
     atomic_write_json(job.partial / JOB_FILE, job.description, indent=2)
     mine = job.task.files[job.options.shard_index :: job.options.num_shards]
     todo = [e for e in mine if not _record_path(job.partial, e).exists()]
+    # files of one bank scene one after the other: each worker resamples its RIRs once
+    todo.sort(key=lambda e: plan(job.options.seed, e.identity, len(bank))["bank_scene"])
     summary.skipped = len(mine) - len(todo)
     for seconds in run_jobs(
         _convert_file,

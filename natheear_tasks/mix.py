@@ -13,30 +13,11 @@ over the span where the noise is active.
 
 from __future__ import annotations
 
-import math
-
+import scipy.fft
 import torch
 from torch import Tensor
 
 NOISE_FADE_SECONDS = 0.2
-
-
-def next_fast_len(n: int) -> int:
-    """Smallest ``2^a 3^b 5^c >= n``: an FFT length every backend computes quickly."""
-    if n <= 1:
-        return 1
-    best = 1 << (n - 1).bit_length()
-    p5 = 1
-    while p5 < best:
-        p35 = p5
-        while p35 < best:
-            p2 = 1 << max(0, math.ceil(math.log2(n / p35)))
-            while p35 * p2 < n:
-                p2 *= 2
-            best = min(best, p35 * p2)
-            p35 *= 3
-        p5 *= 5
-    return best
 
 
 def fft_convolve(signal: Tensor, rir: Tensor) -> Tensor:
@@ -52,7 +33,7 @@ def fft_convolve(signal: Tensor, rir: Tensor) -> Tensor:
     """
     length = signal.shape[-1]
     dtype = torch.float64 if torch.float64 in (signal.dtype, rir.dtype) else torch.float32
-    n = next_fast_len(length + rir.shape[-1] - 1)
+    n = scipy.fft.next_fast_len(length + rir.shape[-1] - 1, real=True)
     spectrum = torch.fft.rfft(signal.to(dtype), n=n).unsqueeze(-2)
     spectrum = spectrum * torch.fft.rfft(rir.to(dtype), n=n)
     return torch.fft.irfft(spectrum, n=n)[..., :length]

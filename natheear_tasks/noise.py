@@ -15,6 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import scipy.fft
 import soundfile as sf
 from scipy.signal import resample_poly
 
@@ -65,13 +66,14 @@ class SynthesizedNoise:
         depth = float(rng.uniform(*MODULATION_DEPTH))
         rate_hz = float(rng.uniform(*MODULATION_RATE))
         phase = float(rng.uniform(0, 2 * np.pi))
-        spectrum = rng.standard_normal(length // 2 + 1) + 1j * rng.standard_normal(length // 2 + 1)
-        freqs = np.fft.rfftfreq(length, 1 / top)
-        shape = np.where(freqs >= HIGH_PASS, np.maximum(freqs, HIGH_PASS) ** (-beta / 2), 0.0)
-        noise = np.fft.irfft(spectrum * shape, length)
-        t = np.arange(length) / top
+        bins = length // 2 + 1
+        spectrum = rng.standard_normal((bins, 2), dtype=np.float32).view(np.complex64)[:, 0]
+        freqs = np.fft.rfftfreq(length, 1 / top).astype(np.float32)
+        shape = np.where(freqs >= HIGH_PASS, np.maximum(freqs, HIGH_PASS) ** (-beta / 2), 0)
+        noise = scipy.fft.irfft(spectrum * shape.astype(np.float32), length)
+        t = np.arange(length, dtype=np.float32) / top
         noise *= 1 + depth * np.sin(2 * np.pi * rate_hz * t + phase)
-        noise /= max(float(np.sqrt(np.mean(noise**2))), 1e-12)
+        noise /= max(float(np.sqrt(np.mean(noise.astype(np.float64) ** 2))), 1e-12)
         record = {
             "kind": "synthesized",
             "spectral_slope": round(beta, 4),

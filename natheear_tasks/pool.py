@@ -24,7 +24,6 @@ def run_jobs(
     initargs: tuple = (),
     desc: str = "",
     unit: str = "job",
-    total: int | None = None,
 ) -> Iterator:
     """Yield ``function(item)`` for every item, in completion order.
 
@@ -33,7 +32,7 @@ def run_jobs(
     be importable module-level functions. At most ``2 * workers`` jobs wait at a time.
     """
     items = list(items)
-    bar = tqdm(total=len(items) if total is None else total, desc=desc, unit=unit)
+    bar = tqdm(total=len(items), desc=desc, unit=unit)
     try:
         if workers <= 1:
             threads = torch.get_num_threads()

@@ -38,7 +38,6 @@ from scipy.signal import ShortTimeFFT
 
 from natheear_tasks import rooms
 from natheear_tasks.hrtf import HrtfSet, fibonacci_sphere
-from natheear_tasks.mix import next_fast_len
 from natheear_tasks.pool import run_jobs
 from natheear_tasks.rirbank import RirBank, RirBankWriter
 from natheear_tasks.rooms import SPEED_OF_SOUND, Scene, sabine_absorption
@@ -151,7 +150,7 @@ def render_images(
     k = np.arange(-w, w + 1)[None, :] - (delay - start)[:, None]
     fractional = np.sinc(k) * 0.5 * (1 + np.cos(np.pi * k / (w + 1)))  # (I, 2w + 1)
     responses = receiver.responses(directions)  # (I, C, taps)
-    size = next_fast_len(2 * w + responses.shape[-1] + 64)
+    size = scipy.fft.next_fast_len(2 * w + responses.shape[-1] + 64, real=True)
     freqs = np.fft.rfftfreq(size, 1 / sample_rate)
     centers = air[0] if air is not None else np.array([1000.0])
     gain = _band_gains(freqs, centers, damping.T)  # (I, F)
@@ -230,7 +229,7 @@ def render_tail(
         responses = receiver.responses(grid)  # (G, C, taps)
         groups = np.zeros((TAIL_DIRECTIONS, length))
         np.add.at(groups, (group, index), weights)
-        size = next_fast_len(length + responses.shape[-1] - 1)
+        size = scipy.fft.next_fast_len(length + responses.shape[-1] - 1, real=True)
         spectrum = np.einsum("gf,gcf->cf", np.fft.rfft(groups, size), np.fft.rfft(responses, size))
         sequence = np.fft.irfft(spectrum, size)[:, :length]
     return _shape_tail(sequence, envelope, bin_samples, sample_rate, air)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import soundfile as sf
+from tqdm import tqdm
 
 METADATA = "task_metadata.json"
 VOCABULARY = "labelvocabulary.csv"
@@ -177,6 +178,7 @@ def read_task(path: str | Path, rates: list[int] | None = None) -> Task:
         problems.append("no sample-rate folders (e.g. 16000/, 48000/)")
 
     split_texts, splits, files = {}, {}, []
+    bar = tqdm(desc=f"checking {path.name}", unit="file", leave=False)
     for split in metadata["splits"]:
         split_path = path / f"{split}.json"
         data = _load_json(split_path, problems)
@@ -196,6 +198,8 @@ def read_task(path: str | Path, rates: list[int] | None = None) -> Task:
                 if audio_file is not None:
                     audio[rate] = audio_file
             files.append(FileEntry(split, name, audio))
+            bar.update()
+    bar.close()
     if not files and not problems:
         problems.append("the splits list no files")
     if problems:

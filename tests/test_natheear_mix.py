@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from natheear_tasks.mix import fade, fft_convolve, mix_scene, next_fast_len, scale_noise_to_snr
+from natheear_tasks.mix import fade, fft_convolve, mix_scene, scale_noise_to_snr
 
 
 def _energy_snr_db(source: torch.Tensor, noise: torch.Tensor, active=None) -> np.ndarray:
@@ -12,19 +12,6 @@ def _energy_snr_db(source: torch.Tensor, noise: torch.Tensor, active=None) -> np
     es = (source.double() ** 2 * w).sum(dim=(1, 2))
     en = (noise.double() ** 2 * w).sum(dim=(1, 2))
     return (10 * torch.log10(es / en)).numpy()
-
-
-def test_next_fast_len_is_the_smallest_5_smooth_length():
-    def smooth(m: int) -> bool:
-        for p in (2, 3, 5):
-            while m % p == 0:
-                m //= p
-        return m == 1
-
-    for n in list(range(1, 700)) + [9999, 48001, 262145]:
-        m = next_fast_len(n)
-        assert m >= n and smooth(m)
-        assert not any(smooth(k) for k in range(n, m)), n
 
 
 def test_fft_convolve_matches_numpy_and_broadcasts():
@@ -159,3 +146,20 @@ def test_mix_scene_keeps_float64_and_handles_silent_noise():
     )
     assert out.dtype == torch.float64
     torch.testing.assert_close(out, fft_convolve(dry, rir))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_mix_scene_on_cuda_matches_cpu():
+    torch.manual_seed(3)
+    args = (
+        torch.randn(2, 3000),
+        torch.randn(2, 4, 300),
+        torch.randn(2, 3000),
+        torch.randn(2, 3, 4, 300),
+        torch.tensor([[1, 0, 0], [1, 1, 1]], dtype=torch.bool),
+        torch.tensor([10.0, 25.0]),
+    )
+    cpu = mix_scene(*args, 16000)
+    gpu = mix_scene(*(a.cuda() for a in args), 16000)
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-4)

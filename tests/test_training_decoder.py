@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from training_support import reference_decoder_state
 
 from hear_gram.errors import CheckpointError
 from training.decoder import (
@@ -67,48 +68,6 @@ def test_decoder_rejects_windows_that_do_not_tile():
         MultiWindowDecoder((8, 25), 32, 256, dim=32, depth=1, windows=[3, 0])
 
 
-def reference_layout(decoder: MultiWindowDecoder, flip_index: bool) -> dict:
-    """Write ``decoder``'s weights with the reference key names and shapes.
-
-    With ``flip_index`` the reference index uses the other convention (``j - i + w - 1``,
-    the table stored reversed), which must convert to the same bias.
-    """
-    state = {
-        "mask_token": decoder.mask_token.clone(),
-        "decoder_pos_embed": decoder.pos_embed.clone(),
-        "decoder_embed.weight": decoder.embed.weight.clone(),
-        "decoder_embed.bias": decoder.embed.bias.clone(),
-        "decoder_norm.weight": decoder.norm.weight.clone(),
-        "decoder_norm.bias": decoder.norm.bias.clone(),
-        "spec_pred.0.weight": decoder.head.weight.clone(),
-        "spec_pred.0.bias": decoder.head.bias.clone(),
-    }
-    for i, block in enumerate(decoder.blocks):
-        p = f"decoder_blocks.{i}."
-        for name in ("norm1", "norm2", "mlp.fc1", "mlp.fc2"):
-            module = block.get_submodule(name)
-            state[p + name + ".weight"] = module.weight.clone()
-            state[p + name + ".bias"] = module.bias.clone()
-        for name in ("qkv", "proj"):
-            module = block.attn.get_submodule(name)
-            state[p + f"wmha.{name}.weight"] = module.weight.clone()
-            state[p + f"wmha.{name}.bias"] = module.bias.clone()
-        for h, w in enumerate(decoder.windows):
-            if not w:
-                continue
-            table = block.attn.bias_tables[str(h)].detach().clone()
-            pos = torch.arange(w)
-            if flip_index:
-                index = pos[None, :] - pos[:, None] + w - 1
-                table = table.flip(0)
-            else:
-                index = pos[:, None] - pos[None, :] + w - 1
-            head = p + f"wmha.attn_heads.{h}."
-            state[head + "relative_position_bias_table"] = table[:, None]
-            state[head + "relative_position_index"] = index
-    return state
-
-
 @pytest.mark.parametrize("flip_index", [False, True])
 def test_reference_decoder_weights_load_and_give_identical_outputs(flip_index):
     torch.manual_seed(0)
@@ -116,7 +75,7 @@ def test_reference_decoder_weights_load_and_give_identical_outputs(flip_index):
     with torch.no_grad():
         for param in source.parameters():
             param.add_(torch.randn_like(param) * 0.1)
-    reference = reference_layout(source, flip_index)
+    reference = reference_decoder_state(source, flip_index)
     torch.manual_seed(1)
     target = MultiWindowDecoder((8, 25), 48, 256, dim=32, depth=2, windows=[2, 5, 25, 0])
     converted = convert_reference_decoder(reference, target)
@@ -129,7 +88,7 @@ def test_reference_decoder_weights_load_and_give_identical_outputs(flip_index):
 def test_reference_decoder_conversion_names_problems():
     torch.manual_seed(0)
     decoder = MultiWindowDecoder((8, 25), 48, 256, dim=32, depth=1, windows=[2, 0])
-    good = reference_layout(decoder, False)
+    good = reference_decoder_state(decoder, False)
     with pytest.raises(CheckpointError, match="decoder_blocks.0.wmha.extra"):
         convert_reference_decoder({**good, "decoder_blocks.0.wmha.extra": torch.zeros(1)}, decoder)
     with pytest.raises(CheckpointError, match="decoder_pos_embed"):

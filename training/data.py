@@ -24,7 +24,7 @@ Per-clip randomness (crop offset, scene) is seeded by ``(seed, epoch, unit, clip
 
 Per-clip vectors (CAT's stored regularization targets, ``target_suffix``): clip
 ``a/x.flac`` has a 1-D ``.npy`` vector in ``a/x.SUFFIX``; a clip of a shard has it in the
-member ``KEY.SUFFIX`` of its sample. Every batch names its clips (``key``: the file, or
+member ``KEY.SUFFIX`` of its sample. Every batch names its clips (``keys``: the file, or
 ``shard:KEY``).
 
 Clips that cannot be decoded (or whose vector is missing or unreadable) are skipped with a
@@ -314,11 +314,11 @@ class ClipStream(IterableDataset):
     """Endless, resumable stream of batches of prepared clips for one rank.
 
     Each reader (DataLoader worker) yields whole batches: ``audio (B, T)``, ``audio_length
-    (B,)``, ``key`` (the B clips' names), ``rr_target (B, D)`` with ``target_suffix``, the
-    collated extras, and ``reader`` / ``state`` (its id and position after the batch).
-    DataLoader hands batches out round-robin over workers, starting at physical worker 0;
-    ``first_reader`` says which reader that is, so a resumed stream continues with the
-    reader that was next.
+    (B,)``, ``rr_target (B, D)`` with ``target_suffix``, the collated extras, ``keys``
+    (where each clip came from), and ``reader`` / ``state`` (its id and position after the
+    batch). DataLoader hands batches out round-robin over workers, starting at physical
+    worker 0; ``first_reader`` says which reader that is, so a resumed stream continues
+    with the reader that was next.
     """
 
     def __init__(
@@ -387,19 +387,26 @@ class ClipStream(IterableDataset):
         count = len(self._shard_index(unit))
         return np.random.default_rng([self.seed, epoch, unit]).permutation(count).tolist()
 
+    def epoch_clips(self, reader: int, epoch: int) -> list[tuple[int, int]]:
+        """``(unit, clip)`` pairs reader ``reader`` of this rank reads in ``epoch``, in order."""
+        return [
+            (unit, clip)
+            for unit in self.reader_units(reader, epoch)
+            for clip in self.unit_clips(unit, epoch)
+        ]
+
     def _clips(self, reader: int, state: ReaderState) -> Iterator[tuple[int, int, int]]:
-        """``(epoch, unit, clip)`` from ``state`` on, forever; advances ``state.position``."""
+        """``(epoch, unit, clip)`` from ``state`` on, forever; advances ``state``."""
         while True:
-            skip = state.position
-            for unit in self.reader_units(reader, state.epoch):
-                clips = self.unit_clips(unit, state.epoch)
-                if skip >= len(clips):
-                    skip -= len(clips)
-                    continue
-                for clip in clips[skip:]:
-                    state.position += 1
-                    yield state.epoch, unit, clip
-                skip = 0
+            clips = self.epoch_clips(reader, state.epoch)
+            if not clips:
+                raise TooManyBadClipsError(
+                    f"reader {reader} of rank {self.rank} has no readable clips in epoch "
+                    f"{state.epoch}: its shards are empty or unreadable"
+                )
+            for unit, clip in clips[state.position :]:
+                state.position += 1
+                yield state.epoch, unit, clip
             state.epoch, state.position = state.epoch + 1, 0
 
     # Reading ----------------------------------------------------------------------------
@@ -469,17 +476,18 @@ class ClipStream(IterableDataset):
                     )
                     self._check_failures(reader, state, error)
             batch = {k: torch.stack([item[k] for item in items]) for k in ("audio", "audio_length")}
-            batch["key"] = [item["key"] for item in items]
             if self.target_suffix is not None:
                 widths = {item["rr_target"].shape[0] for item in items}
                 if len(widths) > 1:
                     raise TargetError(
                         f"stored regularization targets of different widths {sorted(widths)} "
-                        f"among {batch['key']}: every clip's vector must have the same size"
+                        f"in one batch ({[item['key'] for item in items]}): every clip's vector "
+                        "must have the same size"
                     )
                 batch["rr_target"] = torch.stack([item["rr_target"] for item in items])
             if self.extras is not None:
                 batch.update(self.extras.collate(items))
+            batch["keys"] = [item["key"] for item in items]
             batch["reader"] = reader
             batch["state"] = state.as_dict()
             yield batch

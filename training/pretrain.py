@@ -104,6 +104,23 @@ def step_rng(seed: int, rank: int, step: int, micro: int, device: torch.device):
     return np.random.default_rng(sequence), generator
 
 
+@torch.no_grad()
+def model_inputs(
+    batch: dict,
+    cfg: configuration.Config,
+    encoder: torch.nn.Module,
+    clean: bool,
+    generator: torch.Generator,
+    device: torch.device,
+) -> torch.Tensor:
+    """One micro-batch on the device: scenes (or clean copies), features and normalised
+    crops ``x (B * crops, C', 128, 200)``. The family's loss draws its masks after them
+    from the same generator (training.families)."""
+    kind = get_variant(cfg.model.variant)["features"]
+    waves = render(batch, AUDIO_CHANNELS[kind], clean, device)
+    return training_samples(waves, kind, cfg.train.crops_per_clip, encoder.chunk_frames, generator)
+
+
 def format_eta(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
@@ -171,9 +188,8 @@ def train(
 def _train(cfg, out, resume, init, rank, world, device, stop) -> torch.nn.Module:
     m, t, o = cfg.model, cfg.train, cfg.optim
     master = rank == 0
-    kind = get_variant(m.variant)["features"]
     family = family_of(cfg)
-    channels = AUDIO_CHANNELS[kind]
+    channels = AUDIO_CHANNELS[get_variant(m.variant)["features"]]
     if t.batch_clips % (world * t.accum_steps):
         raise UsageError(
             f"train.batch_clips={t.batch_clips} does not split into {world} ranks x "
@@ -311,7 +327,6 @@ def _train(cfg, out, resume, init, rank, world, device, stop) -> torch.nn.Module
 
     loader = make_loader(stream, cfg.data.num_workers, pin_memory=device.type == "cuda")
     batches = iter(loader)
-    frames = bare.encoder.chunk_frames
     interval_loss, interval_steps, interval_start = 0.0, 0, time.perf_counter()
     interval_parts: dict[str, torch.Tensor] = {}
     model.train()
@@ -324,9 +339,7 @@ def _train(cfg, out, resume, init, rank, world, device, stop) -> torch.nn.Module
                 next_reader = (batch["reader"] + 1) % readers
                 rng, generator = step_rng(t.seed, rank, step, micro, device)
                 clean = scenes is None or rng.random() < cfg.scenes.clean_ratio
-                with torch.no_grad():
-                    waves = render(batch, channels, clean, device)
-                    x = training_samples(waves, kind, t.crops_per_clip, frames, generator)
+                x = model_inputs(batch, cfg, bare.encoder, clean, generator, device)
                 last = micro == t.accum_steps - 1
                 sync = contextlib.nullcontext() if last or world == 1 else model.no_sync()
                 with sync:

@@ -1,0 +1,313 @@
+"""natheear-tasks convert / localize: what is kept, determinism, shards, resume, bad input."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from natheear_helpers import write_task
+
+from natheear_tasks import convert as convert_module
+from natheear_tasks.cli import main
+from natheear_tasks.mix import fft_convolve
+from natheear_tasks.noise import resample
+from natheear_tasks.rirbank import RirBank, direction_vector
+from natheear_tasks.rirs import SimulationSettings, build_bank
+
+FAST = SimulationSettings(n_rays=3000, max_seconds=0.5)
+
+
+@pytest.fixture(scope="session")
+def banks(tmp_path_factory) -> dict[str, Path]:
+    """Tiny RIR banks at 48 kHz (3 scenes each)."""
+    from natheear_tasks.hrtf import load_kemar
+
+    root = tmp_path_factory.mktemp("banks")
+    return {
+        "binaural": build_bank(root / "b", "binaural", 48000, 3, 5, load_kemar(), FAST).path,
+        "ambisonics": build_bank(root / "a", "ambisonics", 48000, 3, 5, None, FAST).path,
+    }
+
+
+@pytest.fixture(scope="session")
+def scene_task(tmp_path_factory) -> Path:
+    return write_task(tmp_path_factory.mktemp("src"), files_per_split=2)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _convert(src, out, fmt, bank, *extra, command="convert") -> int:
+    return main([command, str(src), str(out), "--format", fmt, "--rirs", str(bank), *extra])
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory, scene_task, banks) -> Path:
+    """The binaural conversion of the scene task, one worker, seed 3."""
+    out = tmp_path_factory.mktemp("reference")
+    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 0
+    return out / "toy-scene-binaural"
+
+
+def test_conversion_keeps_everything_a_task_has(scene_task, reference):
+    assert sorted(p.name for p in reference.parent.iterdir()) == ["toy-scene-binaural"]
+    src_meta = json.loads((scene_task / "task_metadata.json").read_text())
+    meta = json.loads((reference / "task_metadata.json").read_text())
+    assert meta["task_name"] == "toy-scene-binaural"
+    assert {k: v for k, v in meta.items() if k not in ("task_name", "natheear")} == {
+        k: v for k, v in src_meta.items() if k != "task_name"
+    }
+    assert meta["natheear"]["format"] == "binaural" and meta["natheear"]["seed"] == 3
+    assert meta["natheear"]["channels"] == ["left", "right"]
+    assert meta["natheear"]["noise"]["kind"] == "synthesized"
+    for name in ("labelvocabulary.csv", "train.json", "valid.json", "test.json"):
+        assert (reference / name).read_bytes() == (scene_task / name).read_bytes()
+    wavs = sorted(p.relative_to(scene_task) for p in scene_task.rglob("*.wav"))
+    assert wavs == sorted(p.relative_to(reference) for p in reference.rglob("*.wav"))
+    for rel in wavs:
+        before, after = sf.info(str(scene_task / rel)), sf.info(str(reference / rel))
+        assert (after.channels, after.frames, after.samplerate, after.subtype) == (
+            2,
+            before.frames,
+            before.samplerate,
+            before.subtype,
+        )
+    records = [json.loads(line) for line in (reference / "scenes.jsonl").read_text().splitlines()]
+    assert len(records) == 6 and {r["split"] for r in records} == {"train", "valid", "test"}
+    for r in records:
+        assert 5 <= r["snr_db"] <= 40 and r["noise"]["kind"] == "synthesized"
+        assert {"room", "listener", "source", "noise"} <= set(r["scene"])
+    assert not list(reference.rglob("*.tmp")) and not (reference / ".records").exists()
+
+
+def test_written_files_hold_the_scene_at_its_snr(scene_task, reference, banks):
+    bank = RirBank.open(banks["binaural"])
+    for line in (reference / "scenes.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        for rate in (16000, 48000):
+            rel = f"{rate}/{record['split']}/{record['file']}"
+            dry, _ = sf.read(str(scene_task / rel), dtype="float32")
+            out, _ = sf.read(str(reference / rel), dtype="float64")
+            rir = resample(bank[record["bank_scene"]].rirs[0], 48000, rate)
+            wet = fft_convolve(torch.from_numpy(dry), torch.from_numpy(rir)).double().numpy()
+            mixture = out.T / 10 ** (record["gain_db"][str(rate)] / 20)
+            noise = mixture - wet
+            snr = 10 * math.log10(np.sum(wet**2) / np.sum(noise**2))
+            assert abs(snr - record["snr_db"]) < 0.5, (rel, snr, record["snr_db"])
+            # level matched to the dry clip unless limited by the peak
+            rms_ratio = np.sqrt(np.mean(out**2) / np.mean(dry.astype(float) ** 2))
+            assert rms_ratio < 1.01 and (rms_ratio > 0.99 or np.abs(out).max() > 0.98)
+
+
+def test_same_seed_same_bytes_whatever_the_workers(tmp_path, scene_task, reference, banks):
+    out = tmp_path / "two-workers"
+    assert (
+        _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3", "--workers", "2")
+        == 0
+    )
+    assert _files(out / "toy-scene-binaural") == _files(reference)
+    other = tmp_path / "other-seed"
+    assert _convert(scene_task, other, "binaural", banks["binaural"], "--seed", "4") == 0
+    differ = [
+        k for k, v in _files(other / "toy-scene-binaural").items() if _files(reference)[k] != v
+    ]
+    assert any(k.endswith(".wav") for k in differ)
+
+
+def test_shards_union_equals_a_single_run(tmp_path, scene_task, reference, banks):
+    out = tmp_path / "sharded"
+    shard = ["--seed", "3", "--num-shards", "2", "--shard-index"]
+    assert _convert(scene_task, out, "binaural", banks["binaural"], *shard, "1") == 0
+    assert not (out / "toy-scene-binaural").exists()  # not complete yet
+    assert len(list((out / "toy-scene-binaural.partial").rglob("*.wav"))) == 6  # 3 files, 2 rates
+    assert _convert(scene_task, out, "binaural", banks["binaural"], *shard, "0") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["toy-scene-binaural"]
+    assert _files(out / "toy-scene-binaural") == _files(reference)
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path, scene_task, reference, banks, monkeypatch):
+    out = tmp_path / "killed"
+    real = convert_module._convert_file
+    calls = []
+
+    def dies_on_the_third_file(entry):
+        calls.append(entry)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(entry)
+
+    monkeypatch.setattr(convert_module, "_convert_file", dies_on_the_third_file)
+    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 1
+    partial = out / "toy-scene-binaural.partial"
+    assert not (out / "toy-scene-binaural").exists()
+    assert len(list((partial / ".records").rglob("*.json"))) == 2
+    assert not list(partial.rglob("*.tmp"))
+    monkeypatch.setattr(convert_module, "_convert_file", real)
+    calls.clear()
+    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 0
+    assert _files(out / "toy-scene-binaural") == _files(reference)
+
+
+def test_rerun_is_idempotent_and_other_options_are_refused(reference, scene_task, banks, capsys):
+    before = {p: p.stat().st_mtime_ns for p in reference.rglob("*")}
+    out = reference.parent
+    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 0
+    assert "already complete" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in reference.rglob("*")} == before
+    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "9") == 2
+    assert "other options" in capsys.readouterr().err
+
+
+def test_event_and_kfold_tasks_keep_times_and_folds(tmp_path, banks):
+    src = tmp_path / "src"
+    event = write_task(src, "toy-event", kind="event", rates=(48000,), seconds=1.5)
+    folds = ("fold00", "fold01", "fold02")
+    kfold = write_task(src, "toy-kfold", splits=folds, split_mode="presplit_kfold", rates=(16000,))
+    out = tmp_path / "out"
+    assert _convert(event, out, "ambisonics", banks["ambisonics"]) == 0
+    assert _convert(kfold, out, "ambisonics", banks["ambisonics"]) == 0
+    converted = out / "toy-event-ambisonics"
+    for split in ("train", "valid", "test"):
+        assert (converted / f"{split}.json").read_bytes() == (event / f"{split}.json").read_bytes()
+    assert sf.info(str(converted / "48000" / "test" / "test-1.wav")).channels == 4
+    assert sf.info(str(converted / "48000" / "test" / "test-1.wav")).frames == 72000
+    kmeta = json.loads((out / "toy-kfold-ambisonics" / "task_metadata.json").read_text())
+    assert kmeta["splits"] == list(folds) and kmeta["split_mode"] == "presplit_kfold"
+    assert sorted(p.name for p in (out / "toy-kfold-ambisonics" / "16000").iterdir()) == list(folds)
+
+
+def test_localization_task_labels_are_the_source_directions(tmp_path, scene_task, banks):
+    out = tmp_path / "out"
+    assert _convert(scene_task, out, "ambisonics", banks["ambisonics"], command="localize") == 0
+    task = out / "toy-scene-localization-ambisonics"
+    meta = json.loads((task / "task_metadata.json").read_text())
+    assert (meta["prediction_type"], meta["embedding_type"]) == ("localization", "scene")
+    assert meta["splits"] == ["train", "valid", "test"]
+    assert (task / "labelvocabulary.csv").read_text() == "idx,label\n0,x\n1,y\n2,z\n"
+    records = {
+        (r["split"], r["file"]): r
+        for r in map(json.loads, (task / "scenes.jsonl").read_text().splitlines())
+    }
+    for split in meta["splits"]:
+        labels = json.loads((task / f"{split}.json").read_text())
+        assert set(labels) == set(json.loads((scene_task / f"{split}.json").read_text()))
+        for name, label in labels.items():
+            source = records[(split, name)]["scene"]["source"]
+            assert len(label) == 3 and abs(np.linalg.norm(label) - 1) < 1e-5
+            np.testing.assert_allclose(
+                label, direction_vector(source["azimuth"], source["elevation"]), atol=1e-6
+            )
+    event = write_task(tmp_path / "src", "toy-event", kind="event", rates=(16000,))
+    assert _convert(event, out, "ambisonics", banks["ambisonics"], command="localize") == 2
+
+
+def test_gram_release_rirs_and_noise_recordings(tmp_path, scene_task):
+    gram = tmp_path / "gram"
+    gram.mkdir()
+    rng = np.random.default_rng(0)
+    for i, (az, el) in enumerate([(30.0, 10.0), (-120.0, -5.0)]):
+        rirs = rng.standard_normal((2, 2, 800)) * np.exp(-np.arange(800) / 100)
+        rirs[0, :, 0] += 1
+        np.save(gram / f"scene{i}.npy", rirs.astype(np.float32))
+        (gram / f"scene{i}.json").write_text(json.dumps({"azimuth": az, "elevation": el}))
+    noise = tmp_path / "noise"
+    noise.mkdir()
+    sf.write(noise / "hum.wav", 0.1 * rng.standard_normal(2400), 8000)  # 0.3 s: looped
+    sf.write(noise / "hiss.flac", 0.1 * rng.standard_normal(16000), 16000)
+    out = tmp_path / "out"
+    extra = ["--noise", str(noise), "--sample-rates", "16000"]
+    assert _convert(scene_task, out, "binaural", gram, *extra, command="localize") == 0
+    task = out / "toy-scene-localization-binaural"
+    records = [json.loads(line) for line in (task / "scenes.jsonl").read_text().splitlines()]
+    assert {r["noise"]["kind"] for r in records} == {"recording"}
+    assert {r["noise"]["file"] for r in records} <= {"hum.wav", "hiss.flac"}
+    assert not (task / "48000").exists()
+    labels = json.loads((task / "train.json").read_text())
+    for name, label in labels.items():
+        record = next(r for r in records if r["file"] == name)
+        expected = direction_vector(*[(30.0, 10.0), (-120.0, -5.0)][record["bank_scene"]])
+        np.testing.assert_allclose(label, expected, atol=1e-6)
+    # the 32-kHz GRAM bank cannot render 48 kHz
+    assert _convert(scene_task, tmp_path / "x", "binaural", gram) == 2
+    assert not (tmp_path / "x").exists()
+
+
+def test_bad_input_is_reported_in_full_and_nothing_is_written(tmp_path, banks, capsys):
+    src = write_task(tmp_path / "src", rates=(16000,))
+    (src / "16000" / "train" / "train-0.wav").unlink()
+    (src / "16000" / "test" / "test-0.wav").write_bytes(b"not a wav")
+    sf.write(src / "16000" / "test" / "test-1.wav", np.zeros(8000, np.float32), 16000)
+    sf.write(src / "16000" / "valid" / "valid-0.wav", np.zeros(22050, np.float32), 22050)
+    (src / "abc").mkdir()
+    labels = json.loads((src / "valid.json").read_text())
+    labels["valid-1.wav"] = ["meow"]
+    (src / "valid.json").write_text(json.dumps(labels))
+    out = tmp_path / "out"
+    assert _convert(src, out, "binaural", banks["binaural"]) == 2
+    err = capsys.readouterr().err
+    for problem in (
+        "16000/train/train-0.wav is missing",
+        "16000/test/test-0.wav is unreadable",
+        "16000/test/test-1.wav has 8000 samples",
+        "16000/valid/valid-0.wav is at 22050 Hz",
+        "'abc' is not a sample rate",
+        "label 'meow' is not in labelvocabulary.csv",
+    ):
+        assert problem in err, problem
+    assert not out.exists()
+    (src / "task_metadata.json").unlink()
+    assert _convert(src, out, "binaural", banks["binaural"]) == 2
+    assert "task_metadata.json is missing" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_options_that_do_not_fit_are_refused(tmp_path, scene_task, banks, capsys):
+    out = tmp_path / "out"
+    assert _convert(scene_task, out, "ambisonics", banks["binaural"]) == 2
+    assert "holds binaural RIRs" in capsys.readouterr().err
+    assert _convert(scene_task, out, "binaural", banks["binaural"], "--sample-rates", "22050") == 2
+    assert "asked for" in capsys.readouterr().err
+    assert (
+        _convert(
+            scene_task,
+            out,
+            "binaural",
+            banks["binaural"],
+            "--num-shards",
+            "2",
+            "--shard-index",
+            "2",
+        )
+        == 2
+    )
+    bad_noise = tmp_path / "noise"
+    bad_noise.mkdir()
+    (bad_noise / "x.wav").write_bytes(b"garbage")
+    assert _convert(scene_task, out, "binaural", banks["binaural"], "--noise", str(bad_noise)) == 2
+    assert "unreadable" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_without_rirs_a_bank_is_simulated_into_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NATHEEAR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(convert_module, "SimulationSettings", lambda: FAST)
+    src = write_task(tmp_path / "src", rates=(16000,), files_per_split=1)
+    out = tmp_path / "out"
+    assert main(["convert", str(src), str(out), "--format", "ambisonics", "--bank-size", "2"]) == 0
+    banks = list((tmp_path / "cache" / "rirbanks").iterdir())
+    assert len(banks) == 1 and banks[0].name.startswith("ambisonics-16000hz-2-seed0")
+    bank = RirBank.open(banks[0])
+    assert (len(bank), bank.sample_rate, bank.num_channels) == (2, 16000, 4)
+    meta = json.loads((out / "toy-scene-ambisonics" / "task_metadata.json").read_text())
+    assert meta["natheear"]["rir_bank"]["count"] == 2
+    # a second task reuses the (warm) bank
+    assert main(["localize", str(src), str(out), "--format", "ambisonics", "--bank-size", "2"]) == 0
+    assert list((tmp_path / "cache" / "rirbanks").iterdir()) == banks

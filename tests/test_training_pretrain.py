@@ -1,0 +1,181 @@
+"""The pretraining loop on CPU: the loss falls, DDP ranks agree, a killed run resumes
+exactly, a NaN stops the run, and an exported run passes hear-validator."""
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
+
+from training import checkpointing, config
+from training.export import main as export_main
+from training.mae import MaskedAutoencoder, build_model
+from training.pretrain import TrainingFailed, main, train
+from training.synthetic import write_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY = ROOT / "training" / "configs" / "toy.yaml"
+
+
+@pytest.fixture(scope="module")
+def toy_data(tmp_path_factory) -> Path:
+    return write_dataset(
+        tmp_path_factory.mktemp("toy") / "data", clips=12, shards=4, seconds=2.5, noise=4, scenes=4
+    )
+
+
+def overrides(data: Path, **fields) -> list[str]:
+    base = {
+        "data.train": data / "shards",
+        "scenes.rirs": data / "rirs",
+        "scenes.noise": data / "noise",
+        "data.clip_seconds": 2.5,
+        "train.crops_per_clip": 2,
+        "train.log_every": 1,
+        "train.tensorboard": False,
+    }
+    return [f"{k}={v}" for k, v in {**base, **fields}.items()]
+
+
+def toy_config(data: Path, **fields) -> config.Config:
+    return config.load(TOY, overrides(data, **fields))
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def toy_run(toy_data, tmp_path_factory) -> Path:
+    """30 toy steps with scenes, noise and clean batches; TensorBoard on."""
+    run = tmp_path_factory.mktemp("runs") / "toy"
+    fields = {"train.steps": 30, "optim.lr": 3e-3, "train.tensorboard": True}
+    train(toy_config(toy_data, **fields), run)
+    return run
+
+
+def test_toy_pretraining_lowers_the_loss(toy_run):
+    losses = [m["loss"] for m in metrics(toy_run)]
+    assert len(losses) == 30 and all(math.isfinite(x) for x in losses)
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    # Predicting the normalised mean (zeros) scores about 2 (1 per value x 2 channels).
+    assert last < 0.9 * first and last < 2.0, (first, last)
+    assert list((toy_run / "tensorboard").glob("events.out.tfevents.*"))
+    assert checkpointing.latest(toy_run).name == "step-000000030"
+    assert len(list((toy_run / "checkpoints").glob("step-*"))) == 2  # keep_checkpoints: 2
+
+
+def test_existing_run_needs_resume(toy_run, capsys):
+    assert main(["--config", str(TOY), "--out", str(toy_run)]) == 2
+    assert "already holds a run: pass --resume" in capsys.readouterr().err
+
+
+def test_resume_after_sigterm_equals_an_uninterrupted_run(toy_data, tmp_path):
+    fields = {"train.steps": 8, "train.checkpoint_every": 100}
+    whole = train(toy_config(toy_data, **fields), tmp_path / "whole")
+
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "training.pretrain", "--config", str(TOY), "--out", str(run)]
+    proc = subprocess.Popen(
+        cmd + overrides(toy_data, **fields),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = []
+    for line in proc.stdout:
+        output.append(line)
+        if "step 3/8" in line:
+            proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM, "".join(output)
+    stopped = checkpointing.latest(run)
+    assert stopped is not None and 3 <= checkpointing.read_state(stopped)["step"] < 8, output
+
+    resumed = train(toy_config(toy_data, **fields), run, resume=True)
+    for key, value in whole.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+    assert torch.equal(
+        load_file(checkpointing.latest(run) / "model.safetensors")["encoder.norm.weight"],
+        whole.encoder.norm.weight.detach(),
+    )
+
+
+def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(toy_data, tmp_path, monkeypatch):
+    forward = MaskedAutoencoder.forward
+    calls = []
+
+    def failing(self, *args):
+        calls.append(1)
+        loss = forward(self, *args)
+        return loss * float("nan") if len(calls) == 5 else loss
+
+    monkeypatch.setattr(MaskedAutoencoder, "forward", failing)
+    cfg = toy_config(toy_data, **{"train.steps": 10, "train.checkpoint_every": 2})
+    with pytest.raises(TrainingFailed, match=r"at step 5 is not finite.*step-000000004"):
+        train(cfg, tmp_path / "run")
+    last = checkpointing.latest(tmp_path / "run")
+    assert last.name == "step-000000004"
+    assert all(v.isfinite().all() for v in load_file(last / "model.safetensors").values())
+
+
+def _ddp_rank(rank: int, port: int, fields: dict, out: str, data: str, results: str) -> None:
+    os.environ.update(
+        {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"},
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    model = train(toy_config(Path(data), **fields), Path(out))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{results}/{rank}.st")
+
+
+def test_two_gloo_ranks_keep_identical_weights(toy_data, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fields = {"train.steps": 3, "data.num_workers": 0, "train.batch_clips": 4}
+    args = (port, fields, str(tmp_path / "run"), str(toy_data), str(tmp_path))
+    mp.start_processes(_ddp_rank, args=args, nprocs=2, join=True, start_method="spawn")
+    rank0, rank1 = load_file(tmp_path / "0.st"), load_file(tmp_path / "1.st")
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key
+    # They trained: the weights moved from the initial ones (seeded by train.seed).
+    torch.manual_seed(toy_config(toy_data).train.seed)
+    fresh = build_model(toy_config(toy_data).model).state_dict()
+    key = "encoder.blocks.0.attn.qkv.weight"
+    assert not torch.equal(fresh[key], rank0[key])
+    state = checkpointing.read_state(checkpointing.latest(tmp_path / "run"))
+    assert state["world_size"] == 2 and len(state["ranks"]) == 2
+
+
+@pytest.mark.slow
+def test_exported_toy_run_passes_hear_validator(toy_run, tmp_path, bin_dir):
+    out = tmp_path / "exported"
+    assert export_main([str(toy_run), str(out)]) == 0
+    from hear_gram import load_model
+
+    model = load_model(str(out))
+    trained = load_file(checkpointing.latest(toy_run) / "model.safetensors")
+    for key, value in model.encoder.state_dict().items():
+        if f"encoder.{key}" in trained:
+            assert torch.equal(value, trained[f"encoder.{key}"]), key
+    assert json.loads((out / "config.json").read_text())["metadata"]["step"] == 30
+    assert export_main([str(toy_run), str(out)]) == 2  # exists
+    assert export_main([str(toy_run), str(tmp_path / "x"), "--step", "7"]) == 2
+    result = subprocess.run(
+        [str(bin_dir / "hear-validator"), "hear_gram", "-m", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
