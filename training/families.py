@@ -133,7 +133,7 @@ class CatFamily:
         if self.target_suffix is not None:
             target = batch["rr_target"]
         elif self.hear_targets is not None:
-            target = self.hear_targets(batch["key"], batch["audio"])
+            target = self.hear_targets(batch["keys"], batch["audio"])
         if target is not None:
             target = target.to(x.device).repeat_interleave(x.shape[0] // target.shape[0], dim=0)
         return model(x, target, generator)
