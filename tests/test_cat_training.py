@@ -1,6 +1,8 @@
 """CAT pretraining pieces: EMA teacher, inverse block masking, targets and losses,
 representation regularization."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,9 +12,12 @@ from torch import nn
 from hear_gram.cat import CatEncoder
 from hear_gram.checkpoint import save_checkpoint
 from hear_gram.hear_api import RESAMPLER
+from hear_gram.variants import VARIANTS, create_encoder
+from training import config as configuration
 from training.cat import CatPretrainer, CnnDecoder, teacher_targets
 from training.cat_masking import inverse_block_mask, keep_indices
 from training.ema import ema_decay, ema_update, make_teacher
+from training.families import family_of
 from training.rr_targets import HearTargets, TargetError, parse_spec, read_target, target_path
 
 TINY = {
@@ -174,3 +179,52 @@ def test_hear_targets_are_scene_embeddings_computed_once(tmp_path):
     again = targets(["clip-b", "clip-a"], torch.zeros(2, 32000))
     assert targets.computed == 2
     torch.testing.assert_close(again, first.flip(0))
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
+
+
+@pytest.mark.parametrize(
+    "name, variant, clean",
+    [("cat_binaural", "cat-binaural", 0.0), ("cat_ambisonics", "cat-ambisonics", 0.0),
+     ("cat_clean", "cat-clean", 1.0)],
+)  # fmt: skip
+def test_cat_configs_carry_the_reference_settings(name, variant, clean):
+    cfg = configuration.load(CONFIGS / f"{name}.yaml")
+    m, c, o, t = cfg.model, cfg.cat, cfg.optim, cfg.train
+    assert (m.variant, cfg.scenes.clean_ratio, m.depth, m.mask_ratio) == (variant, clean, 11, 0.8)
+    assert (c.decoder_dim, c.decoder_depth, c.decoder_kernel, c.decoder_groups) == (768, 6, 3, 16)
+    assert (c.clones, c.mask_block, c.top_k, c.rr_targets) == (4, 5, 0, None)
+    assert (c.ema_start, c.ema_end, c.ema_anneal_steps) == (0.9998, 0.99999, 100_000)
+    assert (o.lr, o.weight_decay, o.betas, o.warmup_steps, o.grad_clip) == (
+        5e-4,
+        0.05,
+        [0.9, 0.95],
+        53_000,
+        4.0,
+    )
+    assert t.steps == 400_000
+    # Export writes exactly the named variant's encoder.
+    args = family_of(cfg).encoder_args()
+    assert create_encoder("cat", args).state_dict().keys() == (
+        create_encoder("cat", VARIANTS[variant]["encoder"]).state_dict().keys()
+    )
+    assert {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()} == {
+        k: v for k, v in VARIANTS[variant]["encoder"].items()
+    }
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("cat.decoder_groups=5", "decoder_groups"),
+        ("cat.rr_layer=11", "rr_layer"),
+        ("cat.rr_loss=kl", "rr_loss"),
+        ("cat.top_k=12", "top_k"),
+        ("cat.ema_start=0.9999999", "ema_start"),
+        ("cat.rr_targets=nomodule", "MODULE:CKPT"),
+    ],
+)
+def test_bad_cat_settings_are_named(override, message):
+    with pytest.raises(configuration.ConfigError, match=message):
+        configuration.load(CONFIGS / "cat_binaural.yaml", [override])
