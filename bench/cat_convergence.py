@@ -24,7 +24,7 @@ At toy scale, on synthetic naturalistic scenes, on this machine's CPU:
    (the scene embedding) -> top-1 accuracy; ridge regression from the mean of the chunks'
    CLS tokens to the unit direction vector -> mean direction-of-arrival error in degrees.
 
-    python bench/cat_convergence.py [--steps 160] [--eval-every 40] [--work DIR]
+    python bench/cat_convergence.py [--steps 600] [--eval-every 100] [--work DIR]
                                     [--png results/cat_convergence.png]
 
 Prints one table (model, step, accuracy, DoA error, loss) and the wall time of each phase.
@@ -257,8 +257,8 @@ def plot(rows: list[dict], png: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=160, help="pretraining steps per model")
-    parser.add_argument("--eval-every", type=int, default=40, help="probe every N steps")
+    parser.add_argument("--steps", type=int, default=600, help="pretraining steps per model")
+    parser.add_argument("--eval-every", type=int, default=100, help="probe every N steps")
     parser.add_argument("--batch-clips", type=int, default=2, help="4-s clips per step")
     parser.add_argument("--crops", type=int, default=4, help="2-s crops per clip")
     parser.add_argument("--width", type=int, default=64, help="Transformer width")
