@@ -22,6 +22,7 @@ demo: setup
 
 bench: setup
 	$(PY) bench/embed_throughput.py
+	$(PY) bench/train_throughput.py
 
 clean:
 	rm -rf $(VENV) work .pytest_cache .ruff_cache

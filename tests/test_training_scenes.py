@@ -67,6 +67,16 @@ def test_render_mixes_scenes_and_copies_clean_batches(material):
     torch.testing.assert_close(snr[active], b["snr_db"][active], atol=0.05, rtol=0)
 
 
+def test_synthesized_noise_fills_the_clip_at_the_loudness(material):
+    sampler = SceneSampler(str(material / "binaural"), "synthetic", (5, 40), 2)
+    b = batch(sampler, material)
+    assert (b["noise_length"] == SAMPLES).all()
+    rms_db = 20 * torch.log10(b["noise"].square().mean(1).sqrt())
+    torch.testing.assert_close(rms_db, torch.full((3,), -14.0), atol=0.01, rtol=0)
+    assert not torch.allclose(b["noise"][0], b["noise"][1])
+    assert render(b, 2, False, torch.device("cpu")).isfinite().all()
+
+
 def test_gram_release_folder_is_a_bank_too(material):
     sampler = SceneSampler(str(material / "gram-release"), None, (5, 40), 4)
     b = batch(sampler, material, clips=2)

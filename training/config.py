@@ -92,7 +92,7 @@ class SceneConfig:
     """Online naturalistic mixing (see training.scenes)."""
 
     rirs: str | None = None  # an RIR bank (natheear_tasks or the GRAM release)
-    noise: str | None = None  # a folder or manifest of noise recordings
+    noise: str | None = None  # noise recordings (folder, manifest, shards) or "synthetic"
     snr_db: list[float] = field(default_factory=lambda: [5.0, 40.0])
     clean_ratio: float = 0.0
 

@@ -35,9 +35,10 @@ def relative_index(window: int, device: torch.device | None = None) -> Tensor:
 class WindowedAttention(nn.Module):
     """Multi-head self-attention with one window size per head (0 = global).
 
-    Heads sharing a window size are computed together: windowed heads fold their windows
-    into the batch dimension and run ``scaled_dot_product_attention`` with the relative
-    bias as an additive mask, so the cost grows with ``N * w`` rather than ``N^2``.
+    Runs of neighbouring heads with the same window are computed together: windowed heads
+    fold their windows into the batch dimension and run ``scaled_dot_product_attention``
+    with the relative bias as an additive mask, so the cost grows with ``N * w`` rather than
+    ``N^2``.
     """
 
     def __init__(self, dim: int, windows: list[int], qkv_bias: bool = True) -> None:
@@ -53,15 +54,13 @@ class WindowedAttention(nn.Module):
         )
         for table in self.bias_tables.values():
             nn.init.trunc_normal_(table, std=0.02)
-        # Heads grouped by window size, group by group; `inverse_order` undoes the grouping.
-        self.group_windows = sorted(set(self.windows))
-        self.group_heads = [
-            [h for h, v in enumerate(self.windows) if v == w] for w in self.group_windows
-        ]
-        for i, heads in enumerate(self.group_heads):
-            self.register_buffer(f"group_{i}", torch.tensor(heads), persistent=False)
-        order = torch.tensor([h for heads in self.group_heads for h in heads])
-        self.register_buffer("inverse_order", torch.argsort(order), persistent=False)
+        # (first head, end head, window) of each run of neighbouring heads sharing a window.
+        self.runs: list[tuple[int, int, int]] = []
+        for h, w in enumerate(self.windows):
+            if self.runs and self.runs[-1][2] == w:
+                self.runs[-1] = (self.runs[-1][0], h + 1, w)
+            else:
+                self.runs.append((h, h + 1, w))
 
     def head_bias(self, head: int) -> Tensor:
         """The ``(w, w)`` relative-position bias of a windowed head."""
@@ -77,23 +76,22 @@ class WindowedAttention(nn.Module):
         hd = d // self.num_heads
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, hd).permute(2, 0, 3, 1, 4)
         outputs = []
-        for i, w in enumerate(self.group_windows):
-            heads = self.group_heads[i]
-            index = getattr(self, f"group_{i}")
-            qg, kg, vg = (t.index_select(1, index) for t in (q, k, v))
+        for first, end, w in self.runs:
+            qg, kg, vg = q[:, first:end], k[:, first:end], v[:, first:end]
             if w == 0:
                 outputs.append(F.scaled_dot_product_attention(qg, kg, vg))
                 continue
             if n % w:
                 raise ValueError(f"sequence of {n} tokens does not split into windows of {w}")
-            shape = (b, len(heads) * (n // w), w, hd)
-            bias = torch.stack([self.head_bias(h) for h in heads]).to(q.dtype)
+            heads = end - first
+            shape = (b, heads * (n // w), w, hd)
+            bias = torch.stack([self.head_bias(h) for h in range(first, end)]).to(q.dtype)
             bias = bias[:, None].expand(-1, n // w, -1, -1).reshape(1, -1, w, w)
             out = F.scaled_dot_product_attention(
                 qg.reshape(shape), kg.reshape(shape), vg.reshape(shape), attn_mask=bias
             )
-            outputs.append(out.reshape(b, len(heads), n, hd))
-        out = torch.cat(outputs, dim=1).index_select(1, self.inverse_order)
+            outputs.append(out.reshape(b, heads, n, hd))
+        out = torch.cat(outputs, dim=1)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 

@@ -96,7 +96,9 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def step_rng(seed: int, rank: int, step: int, micro: int, device: torch.device):
+def step_rng(
+    seed: int, rank: int, step: int, micro: int, device: torch.device
+) -> tuple[np.random.Generator, torch.Generator]:
     """The loop's random draws for one micro-batch: a NumPy generator and a torch one."""
     sequence = np.random.SeedSequence([seed, rank, step, micro])
     generator = torch.Generator(device=device)
@@ -185,7 +187,16 @@ def train(
             dist.destroy_process_group()
 
 
-def _train(cfg, out, resume, init, rank, world, device, stop) -> torch.nn.Module:
+def _train(
+    cfg: configuration.Config,
+    out: Path,
+    resume: bool,
+    init: str | None,
+    rank: int,
+    world: int,
+    device: torch.device,
+    stop: StopSignals,
+) -> torch.nn.Module:
     m, t, o = cfg.model, cfg.train, cfg.optim
     master = rank == 0
     family = family_of(cfg)
@@ -364,7 +375,8 @@ def _train(cfg, out, resume, init, rank, world, device, stop) -> torch.nn.Module
                     f"loss {loss_value} / gradient norm {norm_value} at step {step + 1} is not "
                     "finite; stopped without updating the weights. The last good checkpoint is "
                     f"{last_good or '(none yet)'}: resume from it with a lower optim.lr or a "
-                    "longer optim.warmup_steps"
+                    f"longer optim.warmup_steps. Rank {rank}'s last clips: "
+                    + ", ".join(batch["keys"][:8])
                 )
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
@@ -394,6 +406,7 @@ def _train(cfg, out, resume, init, rank, world, device, stop) -> torch.nn.Module
                     "loss": mean_loss,
                     "lr": lr,
                     "samples_per_s": samples_per_s,
+                    "eta_s": eta,
                     "grad_norm": norm_value,
                     "bad_clips": bad_total,
                     **{f"loss_{k}": float(v) / interval_steps for k, v in interval_parts.items()},

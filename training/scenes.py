@@ -1,9 +1,12 @@
 """Online naturalistic scenes: draw each clip's scene in the data readers, mix on the device.
 
 In the readers (:class:`SceneSampler`, per clip, seeded like the clip): a scene of the RIR
-bank (row 0 the source RIR, the others noise RIRs), a noise recording (channel 0, 32 kHz,
-RMS -14 dBFS, a random 10-s window or zero-padded; "active" where it holds audio) and an
-SNR uniform in ``scenes.snr_db``. A batch pads the RIRs to common lengths.
+bank (row 0 the source RIR, the others noise RIRs), a noise clip and an SNR uniform in
+``scenes.snr_db``. The noise is a recording from ``scenes.noise`` (a folder, manifest or
+webdataset shards, read like the training clips: channel 0, 32 kHz, RMS -14 dBFS, a random
+10-s window, or zero-padded and "active" only where it holds audio), or with
+``scenes.noise: synthetic`` natheear_tasks' synthesized noise (coloured, slowly modulated
+Gaussian noise) at -14 dBFS. A batch pads the RIRs to common lengths.
 
 On the training device (:func:`render`), batched, with natheear_tasks' mixing code (the
 same code that builds Nat-HEAR tasks): the clip convolved with the source RIR, plus the
@@ -20,8 +23,11 @@ from torch import Tensor
 
 from hear_gram.features import SAMPLE_RATE
 from natheear_tasks.mix import fft_convolve, mix_scene
+from natheear_tasks.noise import SynthesizedNoise
 from natheear_tasks.rirbank import RirBank, collate_scenes
 from training.data import ClipIndex, decode_audio, open_source, prepare_clip
+
+SYNTHETIC = "synthetic"
 
 
 class SceneSampler:
@@ -51,7 +57,8 @@ class SceneSampler:
         if len(bank) == 0:
             raise ValueError(f"RIR bank {rirs} holds no scenes")
         self.num_scenes = len(bank)
-        self.noise = ClipIndex(open_source(noise)) if noise else None
+        self.synthetic = noise == SYNTHETIC
+        self.noise = ClipIndex(open_source(noise)) if noise and not self.synthetic else None
         self.snr_db = (float(snr_db[0]), float(snr_db[1]))
         self.loudness_dbfs = loudness_dbfs
         self._bank: RirBank | None = None
@@ -75,14 +82,19 @@ class SceneSampler:
         """
         scene = self.bank[int(rng.integers(self.num_scenes))]
         item = {"scene": scene}
-        if self.noise is not None:
+        if self.noise is not None or self.synthetic:
             if scene.num_noise == 0:
                 raise ValueError(
                     f"a scene of RIR bank {self.rirs_path} has no noise RIRs, but scenes.noise "
                     "is set: use a bank with noise RIRs or set scenes.noise=null"
                 )
-            samples, rate = decode_audio(*self.noise.read(int(rng.integers(len(self.noise)))))
-            noise, length = prepare_clip(samples, rate, num_samples, self.loudness_dbfs, rng)
+            if self.synthetic:
+                clips, _ = SynthesizedNoise().draw(rng, {SAMPLE_RATE: num_samples})
+                gain = 10.0 ** (self.loudness_dbfs / 20.0)  # the clips have unit RMS
+                noise, length = torch.from_numpy(clips[SAMPLE_RATE] * gain), num_samples
+            else:
+                samples, rate = decode_audio(*self.noise.read(int(rng.integers(len(self.noise)))))
+                noise, length = prepare_clip(samples, rate, num_samples, self.loudness_dbfs, rng)
             item["noise"] = noise
             item["noise_length"] = torch.tensor(length)
             item["snr_db"] = torch.tensor(rng.uniform(*self.snr_db), dtype=torch.float32)
