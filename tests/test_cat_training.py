@@ -12,7 +12,7 @@ from torch import nn
 from hear_gram.cat import CatEncoder
 from hear_gram.checkpoint import save_checkpoint
 from hear_gram.hear_api import RESAMPLER
-from hear_gram.variants import VARIANTS, create_encoder
+from hear_gram.variants import VARIANTS
 from training import config as configuration
 from training.cat import CatPretrainer, CnnDecoder, teacher_targets
 from training.cat_masking import inverse_block_mask, keep_indices
@@ -206,9 +206,6 @@ def test_cat_configs_carry_the_reference_settings(name, variant, clean):
     assert t.steps == 400_000
     # Export writes exactly the named variant's encoder.
     args = family_of(cfg).encoder_args()
-    assert create_encoder("cat", args).state_dict().keys() == (
-        create_encoder("cat", VARIANTS[variant]["encoder"]).state_dict().keys()
-    )
     assert {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()} == {
         k: v for k, v in VARIANTS[variant]["encoder"].items()
     }
