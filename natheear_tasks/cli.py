@@ -7,6 +7,9 @@ tasks, RIR banks, previews.
     natheear-tasks localize SRC OUT --format ... (same options)
     natheear-tasks rirs     OUT --format ... --count N [--sample-rate HZ] [--workers N]
     natheear-tasks preview  WAV --out X.png
+    natheear-tasks synth    OUT [--tasks ...] [--scale F]     (synthetic HEAR tasks)
+    natheear-tasks evaluate --module M --model CKPT --tasks-dir DIR --out RESULTS
+    natheear-tasks demo     --out work/demo                   (the README's main job)
 
 Exit codes: 0 done, 1 failure, 2 bad input or usage.
 """
@@ -18,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from natheear_tasks import demo, evaluate, synth
 from natheear_tasks.convert import OptionError, Options, prepare, run
 from natheear_tasks.hrtf import KEMAR, SPHERICAL_HEAD, HrtfError, load_hrtf
 from natheear_tasks.noise import NoiseError
@@ -117,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     preview.add_argument("wav")
     preview.add_argument("--out", required=True, help="PNG file to write")
+    for module in (synth, evaluate, demo):
+        module.add_parser(commands)  # each sets its own handler
     return parser
 
 
@@ -176,6 +182,8 @@ def _preview(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "handler"):
+        return args.handler(args)
     try:
         if args.command == "convert":
             return _convert(args, localization=False)

@@ -3,8 +3,8 @@
 The probe mirrors heareval's downstream predictor so that localization scores come from the
 same search effort as the classification scores: the same hidden blocks (Linear, BatchNorm,
 Dropout, ReLU), the same hyper-parameter grids (:data:`GRIDS`, equal to heareval's
-``PARAM_GRID``, ``FAST_PARAM_GRID`` and ``FASTER_PARAM_GRID``), the same random choice of
-``grid_points`` grid points (seed 42), model selection and early stopping on the
+``PARAM_GRID``, ``FAST_PARAM_GRID`` and ``FASTER_PARAM_GRID``), a seeded random choice of
+``grid_points`` grid points (heareval's default 8), model selection and early stopping on the
 validation split (checked every ``check_val_every_n_epoch`` epochs, stopping after
 ``patience`` checks without improvement, keeping the best weights), and the same splits
 (train/valid/test, or k folds: fold i tests, fold i+1 validates, the rest trains; the grid
@@ -13,7 +13,8 @@ search runs on the first split and the chosen point is retrained on the others).
 What differs is the head and the score: a Tanh output of 3 units trained with MSE against
 the unit direction vector ``[x, y, z]`` (x forward, y left, z up), and the direction-of-
 arrival (DoA) error, the angle between the normalised prediction and the truth, in degrees.
-The primary score is the mean DoA error (lower is better); the median is reported too.
+The mean and the median DoA error are reported; the task's primary metric (the first
+of its ``evaluation`` list, natheear's localization tasks say the mean) selects the model.
 
 Embeddings are read from heareval's embeddings-runner output (the per-file
 ``<split>/<file>.embedding.npy`` and ``.target-labels.json``), so no pickle is opened.
@@ -22,20 +23,26 @@ Embeddings are read from heareval's embeddings-runner output (the per-file
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.model_selection import ParameterGrid
 from torch import Tensor, nn
 
-from natheear_tasks.atomic import write_json
+from natheear_tasks.taskdir import atomic_write_json
 
-PRIMARY_METRIC = "doa_error_mean_deg"
+# Scores of a localization task, each a reduction of the per-file DoA errors; the task's
+# primary metric (the first of its metadata's "evaluation") drives model selection.
+METRICS = {
+    "mean_doa_error_deg": lambda errors: errors.mean().item(),
+    "median_doa_error_deg": lambda errors: errors.median().item(),
+}
 SCORES_NAME = "test.doa-scores.json"
 SEED = 42
 
@@ -167,14 +174,16 @@ def _predict(model: DoaProbe, x: Tensor, batch_size: int) -> Tensor:
         return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
-def fit(train: Split, valid: Split, conf: dict, seed: int = SEED) -> FitResult:
-    """Train one probe with early stopping on the validation mean DoA error (seeded)."""
+def fit(
+    train: Split, valid: Split, conf: dict, metric: str = "mean_doa_error_deg", seed: int = SEED
+) -> FitResult:
+    """Train one probe with early stopping on the validation ``metric`` (seeded)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _fit(train, valid, conf)
+        return _fit(train, valid, conf, METRICS[metric])
 
 
-def _fit(train: Split, valid: Split, conf: dict) -> FitResult:
+def _fit(train: Split, valid: Split, conf: dict, reduce: Callable[[Tensor], float]) -> FitResult:
     model = DoaProbe(train.x.shape[1], conf)
     optimizer = conf["optim"](model.parameters(), lr=conf["lr"])
     batch, every = conf["batch_size"], conf["check_val_every_n_epoch"]
@@ -192,7 +201,7 @@ def _fit(train: Split, valid: Split, conf: dict) -> FitResult:
             optimizer.step()
         if (epoch + 1) % every and epoch + 1 != conf["max_epochs"]:
             continue
-        error = doa_error_deg(_predict(model, valid.x, batch), valid.y).mean().item()
+        error = reduce(doa_error_deg(_predict(model, valid.x, batch), valid.y))
         if error < best:
             best, best_epoch, checks_without_gain = error, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
@@ -204,13 +213,32 @@ def _fit(train: Split, valid: Split, conf: dict) -> FitResult:
     return FitResult(model.eval(), conf, best, best_epoch)
 
 
-def grid_confs(grid: str, grid_points: int, seed: int = SEED) -> list[dict]:
-    """The first ``grid_points`` points of ``GRIDS[grid]`` after a seeded shuffle."""
+def primary_metric(metadata: dict) -> str:
+    """The task's primary localization metric: the first of ``evaluation`` (default mean)."""
+    metric = (metadata.get("evaluation") or ["mean_doa_error_deg"])[0]
+    if metric not in METRICS:
+        raise ValueError(f"unknown localization metric {metric!r}; known: {sorted(METRICS)}")
+    return metric
+
+
+def grid_confs(
+    grid: str, grid_points: int, task_grid: dict | None = None, seed: int = SEED
+) -> list[dict]:
+    """The first ``grid_points`` points of ``GRIDS[grid]`` after a seeded shuffle.
+
+    ``task_grid`` replaces some of the grid's values, as a task's
+    ``evaluation_params.task_specific_param_grid`` does in heareval.
+    """
     if grid not in GRIDS:
         raise ValueError(f"unknown grid {grid!r}; choose one of {sorted(GRIDS)}")
     if grid_points < 1:
         raise ValueError(f"grid_points must be at least 1, got {grid_points}")
-    confs = list(ParameterGrid(GRIDS[grid]))
+    full = {**GRIDS[grid], **(task_grid or {})}
+    keys = sorted(full)
+    confs = [
+        dict(zip(keys, values, strict=True))
+        for values in itertools.product(*(full[k] for k in keys))
+    ]
     random.Random(seed).shuffle(confs)
     return confs[:grid_points]
 
@@ -257,32 +285,35 @@ def fit_and_score(
         ``errors_deg`` (per test file).
     """
     plan = data_splits(metadata)
+    metric = primary_metric(metadata)
 
     def gather(names: list[str]) -> Split:
         return Split.concat([splits[n] for n in names])
 
     first = plan[0]
     train, valid = gather(first["train"]), gather(first["valid"])
-    results = [fit(train, valid, conf) for conf in grid_confs(grid, grid_points)]
+    task_grid = metadata.get("evaluation_params", {}).get("task_specific_param_grid")
+    confs = grid_confs(grid, grid_points, task_grid)
+    results = [fit(train, valid, conf, metric) for conf in confs]
     best = min(results, key=lambda r: r.validation_deg)
-    fitted = [best] + [fit(gather(p["train"]), gather(p["valid"]), best.conf) for p in plan[1:]]
+    fitted = [best] + [
+        fit(gather(p["train"]), gather(p["valid"]), best.conf, metric) for p in plan[1:]
+    ]
     folds, errors = {}, {}
     for p, result in zip(plan, fitted, strict=True):
         test = gather(p["test"])
         error = doa_error_deg(_predict(result.model, test.x, best.conf["batch_size"]), test.y)
         folds["|".join(p["test"])] = {
-            "doa_error_mean_deg": error.mean().item(),
-            "doa_error_median_deg": error.median().item(),
-            "validation_doa_error_mean_deg": result.validation_deg,
+            **{name: reduce(error) for name, reduce in METRICS.items()},
+            f"validation_{metric}": result.validation_deg,
             "epoch": result.epoch,
         }
         errors.update(zip(test.names, error.tolist(), strict=True))
     all_errors = torch.tensor(list(errors.values()))
     return {
-        "metric": PRIMARY_METRIC,
+        "metric": metric,
         "test": {
-            "doa_error_mean_deg": all_errors.mean().item(),
-            "doa_error_median_deg": all_errors.median().item(),
+            **{name: reduce(all_errors) for name, reduce in METRICS.items()},
             "files": len(errors),
         },
         "folds": folds,
@@ -314,5 +345,5 @@ def score_task(embed_task_dir: Path, grid: str = "default", grid_points: int = 8
     metadata = json.loads((embed_task_dir / "task_metadata.json").read_text())
     splits = {s: load_split(embed_task_dir, s) for s in metadata["splits"]}
     scores = fit_and_score(splits, metadata, grid, grid_points)
-    write_json(embed_task_dir / SCORES_NAME, scores)
+    atomic_write_json(embed_task_dir / SCORES_NAME, scores, indent=2)
     return scores

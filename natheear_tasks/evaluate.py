@@ -32,13 +32,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from natheear_tasks import doa_probe, report, scoring
-from natheear_tasks.atomic import write_json, write_text
+from natheear_tasks import doa_probe, localize, report, scoring
+from natheear_tasks.taskdir import atomic_write_bytes, atomic_write_json
 
-LOCALIZATION = "localization"
 HEAREVAL_SCORES = "test.predicted-scores.json"
 HEAREVAL_DONE = "prediction-done.json"
 GRID_NAMES = tuple(doa_probe.GRIDS)
+TF_CHATTER = ("WARNING: All log messages", "I0000", "W0000", "E0000")
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _HUB_REF = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -73,12 +73,12 @@ class TaskInfo:
 
     @property
     def localization(self) -> bool:
-        return self.metadata.get("prediction_type") == LOCALIZATION
+        return self.metadata.get("prediction_type") == localize.PREDICTION_TYPE
 
     @property
     def metric(self) -> str:
         if self.localization:
-            return doa_probe.PRIMARY_METRIC
+            return doa_probe.primary_metric(self.metadata)
         return self.metadata["evaluation"][0]
 
     def describe(self) -> dict:
@@ -120,7 +120,11 @@ def find_tasks(tasks_dir: Path, names: list[str] | None = None) -> list[TaskInfo
     """Task directories (folders with ``task_metadata.json``) under ``tasks_dir``, by name."""
     if not tasks_dir.is_dir():
         raise UsageError(f"--tasks-dir {tasks_dir} is not a folder")
-    found = {p.name: p for p in sorted(tasks_dir.iterdir()) if (p / "task_metadata.json").is_file()}
+    found = {
+        p.name: p
+        for p in sorted(tasks_dir.iterdir())
+        if not p.name.startswith(".") and (p / "task_metadata.json").is_file()
+    }
     if names:
         unknown = sorted(set(names) - set(found))
         if unknown:
@@ -143,21 +147,53 @@ def find_tasks(tasks_dir: Path, names: list[str] | None = None) -> list[TaskInfo
             for k in ("embedding_type", "prediction_type", "split_mode", "splits")
             if k not in metadata
         ]
-        if metadata.get("prediction_type") != LOCALIZATION and not metadata.get("evaluation"):
+        if metadata.get("prediction_type") != localize.PREDICTION_TYPE and not metadata.get(
+            "evaluation"
+        ):
             missing.append("evaluation")
         if missing:
             problems.append(f"{name}: task_metadata.json lacks {missing}")
             continue
         task = TaskInfo(name, path, metadata)
+        try:
+            metric = task.metric
+        except ValueError as error:
+            problems.append(f"{name}: {error}")
+            continue
         if task.localization and metadata["embedding_type"] != "scene":
             problems.append(f"{name}: a localization task needs embedding_type 'scene'")
-        elif task.metric not in scoring.HIGHER_IS_BETTER:
-            problems.append(f"{name}: unknown primary metric {task.metric!r}")
+        elif metric not in scoring.HIGHER_IS_BETTER:
+            problems.append(f"{name}: unknown primary metric {metric!r}")
+        elif task.localization:
+            found_problems = _direction_problems(task)
+            problems += found_problems
+            if not found_problems:
+                tasks.append(task)
         else:
             tasks.append(task)
     if problems:
         raise UsageError("bad task directories:\n  " + "\n  ".join(problems))
     return tasks
+
+
+def _direction_problems(task: TaskInfo) -> list[str]:
+    """Labels of a localization task that are not unit vectors ``[x, y, z]`` (first 3)."""
+    problems = []
+    for split in task.metadata["splits"]:
+        path = task.path / f"{split}.json"
+        try:
+            labels = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            problems.append(f"{task.name}: {path.name} is unreadable ({error})")
+            continue
+        for file, label in labels.items():
+            try:
+                doa_probe.unit_vector(label)
+            except ValueError as error:
+                problems.append(f"{task.name}: {split}.json[{file!r}]: {error}")
+                if len(problems) >= 3:
+                    return problems
+    return problems
 
 
 def _broadcast(values: list, count: int, flag: str) -> list:
@@ -304,7 +340,13 @@ def resolve_weights(spec: ModelSpec) -> Path | None:
         try:
             return download(spec.model)
         except CheckpointError as error:
-            raise ModelUnavailable(str(error).split(". ")[0]) from error
+            cause = error.__cause__ or error
+            detail = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+            raise ModelUnavailable(
+                f"{spec.model} could not be downloaded from the Hugging Face Hub and is not in "
+                f"the local cache ({type(cause).__name__}: {detail}); on a machine with network "
+                f"access run `huggingface-cli download {spec.model}`, then copy HF_HOME here"
+            ) from error
     raise UsageError(
         f"--model {spec.model!r} ({spec.label}) is neither an existing file or folder nor a "
         "Hugging Face Hub reference org/name[@revision]"
@@ -345,7 +387,8 @@ def _run_logged(command: list[str], log: Path, what: str) -> None:
             command, stdout=handle, stderr=subprocess.STDOUT, env=_env(), cwd=log.parent
         ).returncode
     if code:
-        tail = log.read_text(errors="replace").strip().splitlines()[-8:]
+        lines = log.read_text(errors="replace").strip().splitlines()
+        tail = [line for line in lines if not line.startswith(TF_CHATTER)][-8:]
         raise RuntimeError(
             f"{what} failed (exit {code}); full log: {log}\n    " + "\n    ".join(tail)
         )
@@ -378,10 +421,39 @@ def _embed_dir(run_dir: Path, task: TaskInfo) -> Path | None:
     return found[0] if found else None
 
 
-def _check_fingerprint(run_dir: Path, fingerprint: dict, force: bool) -> None:
-    path = run_dir / "model.json"
-    if path.is_file():
-        old = json.loads(path.read_text())
+@dataclass
+class Prepared:
+    """A model ready to run: its weights on disk and its run folder."""
+
+    result: ModelResult
+    weights: Path | None = None
+    run_dir: Path | None = None
+
+
+def prepare_model(spec: ModelSpec, out: Path, settings: Settings, force: bool) -> Prepared:
+    """Resolve the weights (downloading Hub references) and check the run folder's record.
+
+    Raises:
+        UsageError: the run folder holds results of other weights or settings (no --force).
+    """
+    result = ModelResult(spec)
+    try:
+        weights = resolve_weights(spec)
+    except ModelUnavailable as error:
+        result.status, result.reason = "unavailable", str(error)
+        tqdm.write(f"[{spec.label}] unavailable: {error}")
+        return Prepared(result)
+    run_dir = out / "runs" / spec.label
+    fingerprint = {
+        "module": spec.module,
+        "model": str(weights) if weights else None,
+        "weights_sha256": weights_digest(weights),
+        "options": spec.options,
+        **settings.as_dict(),
+    }
+    record = run_dir / "model.json"
+    if record.is_file():
+        old = json.loads(record.read_text())
         if old != fingerprint:
             if not force:
                 changed = sorted(
@@ -392,32 +464,19 @@ def _check_fingerprint(run_dir: Path, fingerprint: dict, force: bool) -> None:
                     f"{changed}); pass --force to recompute, or use another --label or --out"
                 )
             shutil.rmtree(run_dir)
-    write_json(path, fingerprint)
+    atomic_write_json(record, fingerprint, indent=2)
+    return Prepared(result, weights, run_dir)
 
 
 def evaluate_model(
-    spec: ModelSpec, tasks: list[TaskInfo], out: Path, settings: Settings, force: bool
+    prepared: Prepared, tasks: list[TaskInfo], settings: Settings, force: bool
 ) -> ModelResult:
-    """Embed, probe and score ``tasks`` with one model; failures end up in the result."""
-    result = ModelResult(spec)
-    say = tqdm.write
-    try:
-        weights = resolve_weights(spec)
-    except ModelUnavailable as error:
-        result.status, result.reason = "unavailable", str(error)
-        say(f"[{spec.label}] unavailable: {error}")
+    """Embed, probe and score ``tasks`` with one prepared model; failures end up in the
+    result (status ``failed`` and the reason), scores already on disk are collected."""
+    result, run_dir = prepared.result, prepared.run_dir
+    if run_dir is None:
         return result
-    run_dir = out / "runs" / spec.label
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fingerprint = {
-        "module": spec.module,
-        "model": str(weights) if weights else None,
-        "weights_sha256": weights_digest(weights),
-        "options": spec.options,
-        **settings.as_dict(),
-    }
-    _check_fingerprint(run_dir, fingerprint, force)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    spec = result.spec
     pending = []
     for task in tasks:
         embed_dir = _embed_dir(run_dir, task)
@@ -428,11 +487,11 @@ def evaluate_model(
             pending.append(task)
     try:
         if pending:
-            _embed(spec, weights, pending, run_dir)
+            _embed(spec, prepared.weights, pending, run_dir)
             _predict(spec, pending, run_dir, settings)
-    except RuntimeError as error:
+    except (RuntimeError, ValueError) as error:
         result.status, result.reason = "failed", str(error).splitlines()[0]
-        say(f"[{spec.label}] {error}")
+        tqdm.write(f"[{spec.label}] {error}")
     for task in tasks:
         embed_dir = _embed_dir(run_dir, task)
         if not _is_scored(embed_dir, task):
@@ -441,8 +500,9 @@ def evaluate_model(
             data = json.loads((embed_dir / doa_probe.SCORES_NAME).read_text())
             test = data["test"]
             result.scores[task.name] = {
-                "score": test["doa_error_mean_deg"],
-                "median": test["doa_error_median_deg"],
+                "score": test[task.metric],
+                "mean": test["mean_doa_error_deg"],
+                "median": test["median_doa_error_deg"],
                 "std": None,
             }
             result.errors[task.name] = list(data["errors_deg"].values())
@@ -538,9 +598,11 @@ def summarize(
 
 def write_report(summary: dict, results: list[ModelResult], out: Path) -> list[Path]:
     """Write ``summary.json``, ``summary.md`` and the PNG plots into ``out``."""
+    atomic_write_json(out / "summary.json", summary, indent=2)
+    atomic_write_bytes(out / "summary.md", report.markdown_table(summary).encode())
     written = [
-        write_json(out / "summary.json", summary),
-        write_text(out / "summary.md", report.markdown_table(summary)),
+        out / "summary.json",
+        out / "summary.md",
         report.plot_scores(summary, out / "scores.png"),
     ]
     errors: dict[str, dict[str, list[float]]] = {}
@@ -562,9 +624,10 @@ def evaluate(
 ) -> tuple[dict, list[ModelResult]]:
     """Evaluate every model on every task, then write the report into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
+    prepared = [prepare_model(spec, out.resolve(), settings, force) for spec in specs]
     results = [
-        evaluate_model(spec, tasks, out.resolve(), settings, force)
-        for spec in tqdm(specs, desc="models", unit="model")
+        evaluate_model(p, tasks, settings, force)
+        for p in tqdm(prepared, desc="models", unit="model")
     ]
     summary = summarize(results, tasks, settings, references)
     write_report(summary, results, out)
@@ -617,7 +680,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--grid-points", type=int, default=8, help="probe grid points searched (default 8)"
     )
     parser.add_argument("--force", action="store_true", help="recompute tasks already scored")
-    parser.set_defaults(run=run)
+    parser.set_defaults(handler=run)
     return parser
 
 

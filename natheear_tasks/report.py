@@ -12,18 +12,15 @@ Summary layout (written by :mod:`natheear_tasks.evaluate`)::
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from natheear_tasks.atomic import write_atomic  # noqa: E402
+from natheear_tasks.taskdir import atomic_write_bytes
 
 METRIC_NAMES = {
-    "doa_error_mean_deg": "DoA error, mean / median",
+    "mean_doa_error_deg": "DoA error, mean / median",
+    "median_doa_error_deg": "DoA error, mean / median (primary)",
     "top1_acc": "accuracy",
     "event_onset_200ms_fms": "onset F (200 ms)",
     "segment_1s_er": "segment error rate (1 s)",
@@ -40,8 +37,8 @@ def format_score(task: dict, entry: dict | None) -> str:
     """One table cell: ``0.873``, ``0.873 ± 0.021`` (k folds) or ``23.4° / 18.1°`` (DoA)."""
     if entry is None:
         return "n/a"
-    if task["metric"].startswith("doa_error"):
-        return f"{entry['score']:.1f}° / {entry['median']:.1f}°"
+    if task["metric"].endswith("doa_error_deg"):
+        return f"{entry['mean']:.1f}° / {entry['median']:.1f}°"
     std = entry.get("std")
     if std is not None and math.isfinite(std):
         return f"{entry['score']:.3f} ± {std:.3f}"
@@ -88,24 +85,39 @@ def markdown_table(summary: dict) -> str:
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
-    def write(tmp: Path) -> None:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+def _subplots(count: int):
+    """A grid of up to three panels a row for ``count`` panels (matplotlib, Agg backend)."""
+    import matplotlib
 
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(3, count)
+    rows = math.ceil(count / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax in list(axes.flat)[count:]:
+        ax.axis("off")
+    return fig, axes
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
     try:
-        return write_atomic(path, write)
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     finally:
         plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
 
 
 def plot_scores(summary: dict, path: Path) -> Path:
     """One bar chart per task (a bar per model with a score), as a PNG."""
     tasks = summary["tasks"]
     labels = [m["label"] for m in summary["models"]]
-    cols = min(3, len(tasks))
-    rows = math.ceil(len(tasks) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = _subplots(len(tasks))
+    colors = [f"C{i}" for i in range(len(labels))]
     for ax, task in zip(axes.flat, tasks, strict=False):
         values, errs = [], []
         for label in labels:
@@ -113,15 +125,13 @@ def plot_scores(summary: dict, path: Path) -> Path:
             values.append(math.nan if entry is None else entry["score"])
             std = None if entry is None else entry.get("std")
             errs.append(0.0 if std is None or not math.isfinite(std) else std)
-        ax.bar(range(len(labels)), values, yerr=errs, color=colors[: len(labels)] or None)
+        ax.bar(range(len(labels)), values, yerr=errs, color=colors)
         ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
         ax.set_title(task["name"], fontsize=9)
         ax.set_ylabel(metric_label(task).replace(", mean / median", ", mean"), fontsize=8)
         for x, value in enumerate(values):
             if math.isnan(value):
                 ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7)
-    for ax in list(axes.flat)[len(tasks) :]:
-        ax.axis("off")
     fig.tight_layout()
     return _save(fig, path)
 
@@ -132,9 +142,7 @@ def plot_doa_errors(errors: dict[str, dict[str, list[float]]], path: Path) -> Pa
     Args:
         errors: ``{task: {model label: [errors in degrees]}}``.
     """
-    cols = min(3, len(errors))
-    rows = math.ceil(len(errors) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = _subplots(len(errors))
     for ax, (task, by_model) in zip(axes.flat, errors.items(), strict=False):
         for label, values in by_model.items():
             values = sorted(values)
@@ -147,7 +155,5 @@ def plot_doa_errors(errors: dict[str, dict[str, list[float]]], path: Path) -> Pa
         ax.set_title(task, fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(errors) :]:
-        ax.axis("off")
     fig.tight_layout()
     return _save(fig, path)

@@ -11,7 +11,7 @@ References file (``--references``), JSON::
     {"baseline": "logmel",          # defaults for every task (optional)
      "best": "perfect",
      "tasks": {"speech_commands": {"baseline": 0.12, "best": 0.97},
-               "speech_commands_localization": {"metric": "doa_error_mean_deg",
+               "speech_commands_localization": {"metric": "mean_doa_error_deg",
                                                 "baseline": 90.0, "best": 10.0}}}
 
 or CSV with a header ``task,baseline,best`` and optionally ``metric``. A value is a number
@@ -43,8 +43,8 @@ HIGHER_IS_BETTER = {
     "event_onset_50ms_fms": True,
     "event_onset_offset_50ms_20perc_fms": True,
     "segment_1s_er": False,
-    "doa_error_mean_deg": False,
-    "doa_error_median_deg": False,
+    "mean_doa_error_deg": False,
+    "median_doa_error_deg": False,
 }
 IDEAL = {
     "top1_acc": 1.0,
@@ -56,8 +56,8 @@ IDEAL = {
     "event_onset_50ms_fms": 1.0,
     "event_onset_offset_50ms_20perc_fms": 1.0,
     "segment_1s_er": 0.0,
-    "doa_error_mean_deg": 0.0,
-    "doa_error_median_deg": 0.0,
+    "mean_doa_error_deg": 0.0,
+    "median_doa_error_deg": 0.0,
 }
 
 
@@ -178,8 +178,8 @@ def resolve_reference(
     Args:
         scores: ``{model label: {task: primary score}}`` of this evaluation.
     Raises:
-        ReferenceError: the entry names another metric or an unknown model, or its numbers
-            put best no better than baseline (when a model's score does, the task is skipped).
+        ReferenceError: the entry names another metric, or its numbers put best no better
+            than baseline (when a model's score does, the task is skipped).
     """
     entry = refs.entry(task)
     if entry.get("metric", metric) != metric:
@@ -198,10 +198,7 @@ def resolve_reference(
             value = IDEAL[metric]
         elif isinstance(value, str):
             if value not in scores:
-                raise ReferenceError(
-                    f"{refs.source}: {task} {key} {value!r} is neither a number, 'perfect', nor "
-                    f"a model of this evaluation ({sorted(scores)})"
-                )
+                return f"{key} {value!r} is not a model of this evaluation ({sorted(scores)})"
             if task not in scores[value]:
                 return f"{key} model {value!r} has no score"
             value, from_model = scores[value][task], True
@@ -209,9 +206,9 @@ def resolve_reference(
     baseline, best = values
     try:
         check_reference(metric, baseline, best, task)
-    except ReferenceError as error:
+    except ReferenceError:
         if from_model:  # a model's score can reach the best; that task then tells nothing
-            return str(error)
+            return f"the baseline ({baseline:g}) already reaches the best ({best:g})"
         raise
     return baseline, best
 

@@ -21,6 +21,7 @@ numpy generator). Needs the Debian packages ``espeak-ng flite sox alsa-utils``.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -33,8 +34,6 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 from tqdm import tqdm
-
-from natheear_tasks.atomic import write_json, write_text
 
 SAMPLE_RATE = 16000
 SPLITS = ("train", "valid", "test")
@@ -305,8 +304,12 @@ def _metadata(name: str, kind: str, seconds: float, evaluation: list[str], about
 
 
 def speech_commands(rng: np.random.Generator, scale: float = 1.0) -> SynthTask:
-    """Ten command words from 28 synthetic speakers; speakers differ between splits."""
+    """Ten command words from 28 synthetic speakers (fewer when ``scale < 1``, at least 6);
+    speakers differ between splits."""
     people = speakers()
+    if scale < 1:
+        keep = max(6, round(len(people) * scale))
+        people = [people[i] for i in sorted(rng.choice(len(people), keep, replace=False))]
     order = rng.permutation(len(people))
     held_out = max(2, round(len(people) * 0.18))
     by_split = {
@@ -390,6 +393,8 @@ def env_events(rng: np.random.Generator, scale: float = 1.0) -> SynthTask:
     about = "sound events from sox and the ALSA test recordings over background noise"
     evaluation = ["event_onset_200ms_fms", "segment_1s_er"]
     metadata = _metadata("synth_env_events", "event", seconds, evaluation, about)
+    # sed_eval scoring is slow: validate every 10 epochs, as heareval does for DCASE 2016.
+    metadata["evaluation_params"] = {"task_specific_param_grid": {"check_val_every_n_epoch": [10]}}
     return SynthTask(metadata, list(EVENT_CLASSES), splits)
 
 
@@ -407,15 +412,12 @@ def write_task(root: Path, task: SynthTask) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
     try:
-        write_json(tmp / "task_metadata.json", task.metadata)
-        write_text(
-            tmp / "labelvocabulary.csv",
-            "idx,label\n" + "".join(f"{i},{label}\n" for i, label in enumerate(task.vocabulary)),
-        )
+        (tmp / "task_metadata.json").write_text(json.dumps(task.metadata, indent=2) + "\n")
+        vocabulary = "".join(f"{i},{label}\n" for i, label in enumerate(task.vocabulary))
+        (tmp / "labelvocabulary.csv").write_text("idx,label\n" + vocabulary)
         for split, files in task.splits.items():
-            write_json(
-                tmp / f"{split}.json", {f: labels for f, (_, labels) in sorted(files.items())}
-            )
+            split_labels = {file: labels for file, (_, labels) in sorted(files.items())}
+            (tmp / f"{split}.json").write_text(json.dumps(split_labels, indent=1) + "\n")
             folder = tmp / str(SAMPLE_RATE) / split
             folder.mkdir(parents=True)
             for file, (audio, _) in files.items():
@@ -472,7 +474,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--scale", type=float, default=1.0, help="size factor for the number of clips (default 1)"
     )
     parser.add_argument("--force", action="store_true", help="rewrite existing task folders")
-    parser.set_defaults(run=run)
+    parser.set_defaults(handler=run)
     return parser
 
 
