@@ -36,6 +36,7 @@ from hear_gram.gram import GRAM_VARIANTS  # noqa: E402
 from training import config as configuration  # noqa: E402
 from training.data import ClipStream, clip_samples, open_source  # noqa: E402
 from training.mae import build_model  # noqa: E402
+from training.masking import random_masking  # noqa: E402
 from training.pretrain import model_inputs, step_rng  # noqa: E402
 from training.scenes import SceneSampler  # noqa: E402
 from training.synthetic import write_dataset  # noqa: E402
@@ -162,7 +163,10 @@ def bench(name: str, args: argparse.Namespace, device: torch.device, tmp: Path) 
         sync(device)
         start = time.perf_counter()
         _, generator = step_rng(0, 0, step, 0, device)
-        x, keep, masked = model_inputs(batch, cfg, model.encoder, False, generator, device)
+        x = model_inputs(batch, cfg, model.encoder, False, generator, device)
+        keep, masked = random_masking(
+            x.shape[0], model.encoder.num_patches, cfg.model.mask_ratio, generator, device
+        )
         sync(device)
         prepared = time.perf_counter()
         forward_backward(x, keep, masked)

@@ -1,7 +1,8 @@
 """hear_gram: spatial audio foundation models (GRAM, CAT) behind the HEAR API.
 
 ``hear_gram`` itself is GRAM-Binaural; one submodule per variant (``hear_gram.gram_binaural``,
-``hear_gram.gram_binaural_time``, ``hear_gram.gram_ambisonics``, ``hear_gram.gram_clean``).
+``hear_gram.gram_binaural_time``, ``hear_gram.gram_ambisonics``, ``hear_gram.gram_clean``,
+``hear_gram.cat_binaural``, ``hear_gram.cat_ambisonics``, ``hear_gram.cat_clean``).
 """
 
 from hear_gram.gram_binaural import get_scene_embeddings, get_timestamp_embeddings, load_model

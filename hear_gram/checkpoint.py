@@ -244,6 +244,12 @@ def encoder_from_reference(
     (patch weights summed over channels), which is exact for mono copied to both channels.
     """
     spec = get_variant(variant)
+    if spec["architecture"] not in REFERENCE_CONVERTERS:
+        raise CheckpointError(
+            f"{source} has no hear-gram config.json, and {variant} has no foreign weight "
+            f"layout to convert from: pass a checkpoint folder written by hear_gram "
+            "(config.json + model.safetensors, e.g. from `python -m training.export`)"
+        )
     encoder_state, _, args = REFERENCE_CONVERTERS[spec["architecture"]](state)
     args = _variant_from_shapes(args, variant)
     if args.pop("fold_stereo", False):

@@ -7,12 +7,15 @@ import copy
 import torch
 from torch import nn
 
+from hear_gram.cat import CAT_VARIANTS, CatEncoder
 from hear_gram.gram import GRAM_VARIANTS, GramEncoder, convert_reference_state_dict
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"gram": GramEncoder}
+ARCHITECTURES: dict[str, type[nn.Module]] = {"gram": GramEncoder, "cat": CatEncoder}
+# CAT has no released checkpoints and no published key layout, so no converter.
 REFERENCE_CONVERTERS = {"gram": convert_reference_state_dict}
 VARIANTS: dict[str, dict] = {
-    name: {"architecture": "gram", **cfg} for name, cfg in GRAM_VARIANTS.items()
+    **{name: {"architecture": "gram", **cfg} for name, cfg in GRAM_VARIANTS.items()},
+    **{name: {"architecture": "cat", **cfg} for name, cfg in CAT_VARIANTS.items()},
 }
 
 

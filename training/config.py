@@ -4,6 +4,9 @@ A config file is YAML with the sections below (any field left out keeps its defa
 
     model:  {variant, embed_dim, depth, num_heads, mlp_ratio, decoder_dim, decoder_depth,
              decoder_windows, decoder_mlp_ratio, mask_ratio}
+    cat:    {stem_dims, stem_depths, decoder_dim, decoder_depth, decoder_kernel,
+             decoder_groups, clones, mask_block, top_k, utterance_weight, ema_start, ema_end,
+             ema_anneal_steps, rr_targets, rr_weight, rr_layer, rr_loss}
     data:   {train, clip_seconds, loudness_dbfs, num_workers, max_bad_fraction}
     scenes: {rirs, noise, snr_db, clean_ratio}
     optim:  {lr, min_lr, warmup_steps, betas, weight_decay, grad_clip}
@@ -13,6 +16,10 @@ A config file is YAML with the sections below (any field left out keeps its defa
 Overrides name a field by ``section.field`` and give a YAML value: ``optim.lr=1e-4``,
 ``scenes.snr_db=[5,40]``, ``scenes.noise=null``. Values are converted to the field's type
 (``1e-4`` is a float for a float field, although YAML alone reads it as a string).
+
+``model.variant`` picks the model family through hear_gram's registry: a ``gram-*`` variant
+trains GRAM (the ``model.decoder_*`` fields describe its multi-window decoder), a ``cat-*``
+variant trains CAT (its CNN decoder, EMA teacher and regularization are in ``cat``).
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ from pathlib import Path
 
 import yaml
 
-from hear_gram.gram import GRAM_VARIANTS
+from hear_gram.variants import VARIANTS
+from training.rr_targets import TargetError, parse_spec
 
 
 @dataclass
@@ -42,6 +50,30 @@ class ModelConfig:
     decoder_windows: list[int] = field(default_factory=lambda: [2, 5, 10, 25, 50, 100, 0, 0])
     decoder_mlp_ratio: float = 4.0
     mask_ratio: float = 0.8
+
+
+@dataclass
+class CatConfig:
+    """CAT pretraining (``model.variant`` cat-*): stem, CNN decoder, masking, EMA teacher and
+    representation regularization (see training.cat and training.rr_targets)."""
+
+    stem_dims: list[int] = field(default_factory=lambda: [256, 384])
+    stem_depths: list[int] = field(default_factory=lambda: [2, 2])
+    decoder_dim: int = 768
+    decoder_depth: int = 6
+    decoder_kernel: int = 3
+    decoder_groups: int = 16
+    clones: int = 4  # masked copies of each sample the student encodes
+    mask_block: int = 5  # side of the kept blocks of inverse block masking
+    top_k: int = 0  # teacher blocks averaged into the targets; 0 = all
+    utterance_weight: float = 1.0
+    ema_start: float = 0.9998
+    ema_end: float = 0.99999
+    ema_anneal_steps: int = 100_000
+    rr_targets: str | None = None  # beside[:SUFFIX] or MODULE:CKPT (--rr-targets); None = off
+    rr_weight: float = 1.0
+    rr_layer: int = -1  # student block whose CLS token is regularized; -1 = final output
+    rr_loss: str = "mse"  # mse | cosine | l1
 
 
 @dataclass
@@ -98,6 +130,7 @@ class TrainConfig:
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
+    cat: CatConfig = field(default_factory=CatConfig)
     data: DataConfig = field(default_factory=DataConfig)
     scenes: SceneConfig = field(default_factory=SceneConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -231,11 +264,17 @@ def differences(a: Config, b: Config) -> list[str]:
 def validate(config: Config) -> None:
     """Check values that are wrong whatever the machine (paths are checked when opened)."""
     m, t, o, s = config.model, config.train, config.optim, config.scenes
-    if m.variant not in GRAM_VARIANTS:
-        raise ConfigError(f"model.variant {m.variant!r} is not one of {sorted(GRAM_VARIANTS)}")
+    if m.variant not in VARIANTS:
+        raise ConfigError(f"model.variant {m.variant!r} is not one of {sorted(VARIANTS)}")
     if m.embed_dim % m.num_heads or m.embed_dim % 4:
         raise ConfigError("model.embed_dim must be divisible by model.num_heads and by 4")
-    if m.decoder_dim % len(m.decoder_windows) or m.decoder_dim % 4:
+    if VARIANTS[m.variant]["architecture"] == "cat":
+        validate_cat(config.cat, m.embed_dim, m.depth)
+    elif config.cat.rr_targets is not None:
+        raise ConfigError(
+            f"cat.rr_targets (--rr-targets) regularizes CAT models; {m.variant} is not one"
+        )
+    elif m.decoder_dim % len(m.decoder_windows) or m.decoder_dim % 4:
         raise ConfigError(
             "model.decoder_dim must be divisible by 4 and by the number of decoder heads "
             f"(one per entry of model.decoder_windows, {len(m.decoder_windows)})"
@@ -271,3 +310,30 @@ def validate(config: Config) -> None:
             "scenes.rirs is not set but scenes.clean_ratio < 1: spatial scenes need an RIR "
             "bank (or set scenes.clean_ratio=1 for clean training)"
         )
+
+
+def validate_cat(c: CatConfig, embed_dim: int, depth: int) -> None:
+    """Check the ``cat`` section against the encoder's width and depth."""
+    if len(c.stem_dims) != 2 or len(c.stem_depths) != 2 or min(c.stem_dims) < 1:
+        raise ConfigError("cat.stem_dims and cat.stem_depths need 2 entries (stages 1 and 2)")
+    if c.decoder_dim % c.decoder_groups or embed_dim % c.decoder_groups:
+        raise ConfigError("cat.decoder_groups must divide cat.decoder_dim and model.embed_dim")
+    if c.decoder_kernel % 2 == 0 or c.mask_block % 2 == 0:
+        raise ConfigError("cat.decoder_kernel and cat.mask_block must be odd")
+    if c.clones < 1 or c.decoder_depth < 1:
+        raise ConfigError("cat.clones and cat.decoder_depth must be at least 1")
+    if not 0 <= c.top_k <= depth:
+        raise ConfigError(f"cat.top_k must be in [0, model.depth={depth}] (0: all blocks)")
+    if not 0.0 < c.ema_start <= c.ema_end < 1.0 or c.ema_anneal_steps < 0:
+        raise ConfigError(
+            "cat.ema_start <= cat.ema_end must lie in (0, 1) and cat.ema_anneal_steps >= 0"
+        )
+    if not -1 <= c.rr_layer < depth:
+        raise ConfigError(f"cat.rr_layer must be -1 (final output) or in [0, {depth})")
+    if c.rr_loss not in ("mse", "cosine", "l1"):
+        raise ConfigError(f"cat.rr_loss must be mse, cosine or l1, got {c.rr_loss!r}")
+    if c.rr_targets is not None:
+        try:
+            parse_spec(c.rr_targets)
+        except TargetError as error:
+            raise ConfigError(f"cat.rr_targets: {error}") from None

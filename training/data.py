@@ -22,8 +22,14 @@ twice in an epoch. Clips inside a shard are read in a permutation seeded by
 travels with every batch, and a stream restarted from saved positions continues exactly.
 Per-clip randomness (crop offset, scene) is seeded by ``(seed, epoch, unit, clip)``.
 
-Clips that cannot be decoded are skipped with a warning and counted; a reader that has
-failed on more than ``max_bad_fraction`` of ``max(clips read, 100)`` clips stops the run.
+Per-clip vectors (CAT's stored regularization targets, ``target_suffix``): clip
+``a/x.flac`` has a 1-D ``.npy`` vector in ``a/x.SUFFIX``; a clip of a shard has it in the
+member ``KEY.SUFFIX`` of its sample. Every batch names its clips (``keys``: the file, or
+``shard:KEY``).
+
+Clips that cannot be decoded (or whose vector is missing or unreadable) are skipped with a
+warning and counted; a reader that has failed on more than ``max_bad_fraction`` of
+``max(clips read, 100)`` clips stops the run.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from webdataset.shardlists import expand_urls
 from webdataset.tariterators import base_plus_ext
 
 from hear_gram.features import SAMPLE_RATE
+from training.rr_targets import TargetError, read_target, target_path
 
 AUDIO_EXTENSIONS = ("flac", "wav", "ogg", "mp3")
 MANIFEST_SUFFIXES = (".txt", ".lst", ".manifest")
@@ -211,6 +218,42 @@ def index_shard(path: str) -> list[tuple[str, int, int]]:
     return [(key, offset, size) for key, (_, offset, size) in found.items()]
 
 
+def index_members(path: str, suffix: str) -> dict[str, tuple[int, int]]:
+    """``key -> (data offset, size)`` of a shard's members named ``KEY.suffix``.
+
+    Raises:
+        BadClipError: the tar file cannot be read.
+    """
+    import tarfile
+
+    found = {}
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for member in tar:
+                key, ext = base_plus_ext(member.name)
+                if member.isfile() and key is not None and ext == suffix:
+                    found[key] = (member.offset_data, member.size)
+    except (tarfile.TarError, OSError) as error:
+        raise BadClipError(f"{path}: unreadable tar shard ({error})") from error
+    return found
+
+
+def first_stored_target(units: list[Unit], suffix: str) -> np.ndarray:
+    """The stored vector of the first clip of ``units[0]`` (to size a model's head).
+
+    Raises:
+        TargetError: it is missing or unreadable.
+    """
+    unit = units[0]
+    if not unit.is_shard:
+        return read_target(target_path(unit.path, suffix), unit.path)
+    members = index_members(unit.path, suffix)
+    if not members:
+        raise TargetError(f"{unit.path} holds no *.{suffix} regularization targets")
+    key, (offset, size) = next(iter(members.items()))
+    return read_target(read_member(unit.path, offset, size), f"{unit.path}:{key}")
+
+
 def read_member(path: str, offset: int, size: int) -> bytes:
     """Bytes of a tar member found by :func:`index_shard`."""
     with open(path, "rb") as f:
@@ -271,10 +314,11 @@ class ClipStream(IterableDataset):
     """Endless, resumable stream of batches of prepared clips for one rank.
 
     Each reader (DataLoader worker) yields whole batches: ``audio (B, T)``, ``audio_length
-    (B,)``, the collated extras, ``keys`` (where each clip came from), and ``reader`` /
-    ``state`` (its id and position after the batch). DataLoader hands batches out
-    round-robin over workers, starting at physical worker 0; ``first_reader`` says which
-    reader that is, so a resumed stream continues with the reader that was next.
+    (B,)``, ``rr_target (B, D)`` with ``target_suffix``, the collated extras, ``keys``
+    (where each clip came from), and ``reader`` / ``state`` (its id and position after the
+    batch). DataLoader hands batches out round-robin over workers, starting at physical
+    worker 0; ``first_reader`` says which reader that is, so a resumed stream continues
+    with the reader that was next.
     """
 
     def __init__(
@@ -291,6 +335,7 @@ class ClipStream(IterableDataset):
         extras: ClipExtras | None = None,
         states: dict[int, ReaderState] | None = None,
         first_reader: int = 0,
+        target_suffix: str | None = None,
     ) -> None:
         super().__init__()
         total = world_size * num_readers
@@ -313,7 +358,9 @@ class ClipStream(IterableDataset):
         self.extras = extras
         self.states = states or {}
         self.first_reader = first_reader
+        self.target_suffix = target_suffix
         self._index: dict[str, list[tuple[str, int, int]]] = {}
+        self._targets: dict[str, dict[str, tuple[int, int]]] = {}
 
     # Order ------------------------------------------------------------------------------
 
@@ -371,12 +418,32 @@ class ClipStream(IterableDataset):
         key, offset, size = self._shard_index(unit)[clip]
         return read_member(source.path, offset, size), f"{source.path}:{key}"
 
-    def _item(self, epoch: int, unit: int, clip: int) -> dict[str, Tensor]:
+    def _read_target(self, unit: int, clip: int, what: str) -> Tensor:
+        source = self.units[unit]
+        if source.is_shard:
+            if source.path not in self._targets:
+                self._targets[source.path] = index_members(source.path, self.target_suffix)
+            key = self._shard_index(unit)[clip][0]
+            if key not in self._targets[source.path]:
+                raise BadClipError(f"{what}: no regularization target {key}.{self.target_suffix}")
+            data = read_member(source.path, *self._targets[source.path][key])
+        else:
+            data = target_path(source.path, self.target_suffix)
+            if not data.is_file():
+                raise BadClipError(f"{what}: its regularization target {data} is missing")
+        try:
+            return torch.from_numpy(read_target(data, what))
+        except TargetError as error:
+            raise BadClipError(str(error)) from None
+
+    def _item(self, epoch: int, unit: int, clip: int) -> dict:
         rng = np.random.default_rng([self.seed, epoch, unit, clip])
         data, what = self._read(unit, clip)
         samples, rate = decode_audio(data, what)
         wave, length = prepare_clip(samples, rate, self.num_samples, self.loudness_dbfs, rng)
         item = {"audio": wave, "audio_length": torch.tensor(length), "key": what}
+        if self.target_suffix is not None:
+            item["rr_target"] = self._read_target(unit, clip, what)
         if self.extras is not None:
             item.update(self.extras.sample(rng, self.num_samples))
         return item
@@ -409,6 +476,15 @@ class ClipStream(IterableDataset):
                     )
                     self._check_failures(reader, state, error)
             batch = {k: torch.stack([item[k] for item in items]) for k in ("audio", "audio_length")}
+            if self.target_suffix is not None:
+                widths = {item["rr_target"].shape[0] for item in items}
+                if len(widths) > 1:
+                    raise TargetError(
+                        f"stored regularization targets of different widths {sorted(widths)} "
+                        f"in one batch ({[item['key'] for item in items]}): every clip's vector "
+                        "must have the same size"
+                    )
+                batch["rr_target"] = torch.stack([item["rr_target"] for item in items])
             if self.extras is not None:
                 batch.update(self.extras.collate(items))
             batch["keys"] = [item["key"] for item in items]

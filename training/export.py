@@ -3,10 +3,13 @@
     python -m training.export runs/gb exported/gram-binaural
     python -m training.export runs/gb exported/gb-100k --step 100000
     hear-validator hear_gram -m exported/gram-binaural
+    python -m training.export runs/cat exported/cat-binaural     # CAT: the student
+    python -m training.export runs/cat exported/cat-ema --teacher  # or its EMA teacher
 
 The folder (``config.json`` + ``model.safetensors``, encoder only) is written through
 :func:`hear_gram.checkpoint.save_checkpoint` and loads with ``hear_gram.load_model`` (use
-the module of the run's variant: ``hear_gram.gram_ambisonics`` for GRAM-Ambisonics, ...).
+the module of the run's variant: ``hear_gram.gram_ambisonics`` for GRAM-Ambisonics,
+``hear_gram.cat_binaural`` for CAT-Binaural, ...).
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ from safetensors.torch import load_file
 
 from hear_gram.checkpoint import load_state_strict, save_checkpoint
 from hear_gram.errors import CheckpointError
-from hear_gram.gram import GramEncoder
+from hear_gram.variants import create_encoder, get_variant
 from training import checkpointing
 from training import config as configuration
-from training.mae import encoder_args
+from training.families import family_of
 
 PREFIX = "encoder."
+TEACHER_PREFIX = "teacher."
 
 
 def find_checkpoint(run: Path, step: int | None) -> Path:
@@ -47,20 +51,31 @@ def find_checkpoint(run: Path, step: int | None) -> Path:
     return path
 
 
-def export(run: Path, out: Path, step: int | None = None, overwrite: bool = False) -> Path:
-    """Write the encoder of ``run``'s checkpoint to ``out``; returns ``out``."""
+def export(
+    run: Path,
+    out: Path,
+    step: int | None = None,
+    overwrite: bool = False,
+    teacher: bool = False,
+) -> Path:
+    """Write the encoder of ``run``'s checkpoint to ``out`` (with ``teacher``, a CAT run's
+    EMA teacher instead of its student); returns ``out``."""
     path = find_checkpoint(Path(run), step)
     state = checkpointing.read_state(path)
     cfg = configuration.from_dict(state["config"])
-    args = encoder_args(cfg.model)
+    args = family_of(cfg).encoder_args()
     weights = load_file(path / checkpointing.WEIGHTS)
-    encoder = GramEncoder(**args)
-    encoder_weights = {k[len(PREFIX) :]: v for k, v in weights.items() if k.startswith(PREFIX)}
+    prefix = TEACHER_PREFIX if teacher else PREFIX
+    if teacher and not any(k.startswith(prefix) for k in weights):
+        raise CheckpointError(f"{path} has no EMA teacher (only CAT runs have one)")
+    encoder = create_encoder(get_variant(cfg.model.variant)["architecture"], args)
+    encoder_weights = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
     load_state_strict(encoder, encoder_weights, f"{path} (encoder)")
     metadata = {
         "trained_with": "hear-gram training (python -m training.pretrain)",
         "run": str(run),
         "step": int(state["step"]),
+        "weights": "EMA teacher" if teacher else "encoder",
         "training_config": state["config"],
     }
     return save_checkpoint(out, encoder, cfg.model.variant, args, metadata, overwrite=overwrite)
@@ -75,9 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="checkpoint folder to write")
     parser.add_argument("--step", type=int, help="export this step's checkpoint (default: latest)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    parser.add_argument(
+        "--teacher", action="store_true", help="CAT runs: export the EMA teacher, not the student"
+    )
     args = parser.parse_args(argv)
     try:
-        folder = export(args.run, args.out, args.step, args.overwrite)
+        folder = export(args.run, args.out, args.step, args.overwrite, args.teacher)
     except (FileNotFoundError, FileExistsError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,16 +1,20 @@
-"""GRAM pretraining on naturalistic scenes, from one CPU to many GPUs.
+"""GRAM and CAT pretraining on naturalistic scenes, from one CPU to many GPUs.
 
     python -m training.pretrain --config training/configs/gram_binaural.yaml --out runs/gb
     torchrun --nproc_per_node 8 -m training.pretrain --config ... --out runs/gb
     python -m training.pretrain --config ... --out runs/gb --resume
     python -m training.pretrain --config ... --out runs/gb --set optim.lr=1e-4 train.steps=1000
+    python -m training.pretrain --config training/configs/cat_binaural.yaml --out runs/cat \
+        --rr-targets hear_gram.gram_binaural:exported/gram-binaural
 
 One step: each rank takes ``batch_clips / (world * accum_steps)`` clips per micro-batch
 from its data readers, mixes them into scenes on the device, computes GRAM features, takes
-``crops_per_clip`` random normalised 2-s crops per clip, masks 80 % of the patches,
-encodes the visible ones, decodes all and scores the masked ones (see training.mae).
-Gradients are averaged over ranks (DDP) and micro-batches, clipped, and AdamW steps with a
-warm-up + cosine learning rate.
+``crops_per_clip`` random normalised 2-s crops per clip, and computes the loss of the
+variant's model family (training.families): GRAM masks 80 % of the patches, encodes the
+visible ones, decodes all and scores the masked ones (training.mae); CAT predicts an EMA
+teacher's representations of masked clones (training.cat), then moves the teacher after
+the optimiser step. Gradients are averaged over ranks (DDP) and micro-batches, clipped,
+and AdamW steps with a warm-up + cosine learning rate.
 
 Every random draw is reproducible: per-clip draws are seeded by the clip (training.data),
 the loop's draws (clean batch, crops, masks) by ``(seed, rank, step, micro-batch)``.
@@ -45,7 +49,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from hear_gram.errors import CheckpointError
 from hear_gram.features import AUDIO_CHANNELS
-from hear_gram.gram import GRAM_VARIANTS
+from hear_gram.variants import get_variant
 from training import checkpointing
 from training import config as configuration
 from training.data import (
@@ -57,8 +61,8 @@ from training.data import (
     make_loader,
     open_source,
 )
-from training.mae import build_model, init_from, parameter_count
-from training.masking import random_masking
+from training.families import family_of
+from training.mae import parameter_count
 from training.samples import training_samples
 from training.scenes import SceneSampler, render
 
@@ -110,17 +114,13 @@ def model_inputs(
     clean: bool,
     generator: torch.Generator,
     device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One micro-batch on the device: scenes (or clean copies), features, normalised crops
-    ``x (B * crops, C', 128, 200)``, and masks ``keep (B * crops, K)``, ``masked (B *
-    crops, N)``."""
-    kind = GRAM_VARIANTS[cfg.model.variant]["features"]
+) -> torch.Tensor:
+    """One micro-batch on the device: scenes (or clean copies), features and normalised
+    crops ``x (B * crops, C', 128, 200)``. The family's loss draws its masks after them
+    from the same generator (training.families)."""
+    kind = get_variant(cfg.model.variant)["features"]
     waves = render(batch, AUDIO_CHANNELS[kind], clean, device)
-    x = training_samples(waves, kind, cfg.train.crops_per_clip, encoder.chunk_frames, generator)
-    keep, masked = random_masking(
-        x.shape[0], encoder.num_patches, cfg.model.mask_ratio, generator, device
-    )
-    return x, keep, masked
+    return training_samples(waves, kind, cfg.train.crops_per_clip, encoder.chunk_frames, generator)
 
 
 def format_eta(seconds: float) -> str:
@@ -199,7 +199,8 @@ def _train(
 ) -> torch.nn.Module:
     m, t, o = cfg.model, cfg.train, cfg.optim
     master = rank == 0
-    channels = AUDIO_CHANNELS[GRAM_VARIANTS[m.variant]["features"]]
+    family = family_of(cfg)
+    channels = AUDIO_CHANNELS[get_variant(m.variant)["features"]]
     if t.batch_clips % (world * t.accum_steps):
         raise UsageError(
             f"train.batch_clips={t.batch_clips} does not split into {world} ranks x "
@@ -217,10 +218,11 @@ def _train(
     if found is not None and init:
         raise UsageError("--init-from applies to a new run only; this run already has checkpoints")
 
+    units = open_source(cfg.data.train)
     torch.manual_seed(t.seed)
-    model = build_model(m).to(device)
+    model = family.build(device, out, units)
     optimizer = torch.optim.AdamW(
-        model.parameters(),
+        [p for p in model.parameters() if p.requires_grad],
         lr=o.lr,
         betas=tuple(o.betas),
         weight_decay=o.weight_decay,
@@ -254,7 +256,7 @@ def _train(
         if resume and master:
             log.info("no checkpoint in %s yet: starting a new run", out)
         if init:
-            what = init_from(model, init, m.variant)
+            what = family.init_from(model, init)
             if master:
                 log.info("initialised %s", what)
         if master:
@@ -267,7 +269,7 @@ def _train(
             cfg.scenes.rirs, cfg.scenes.noise, cfg.scenes.snr_db, channels, cfg.data.loudness_dbfs
         )
     stream = ClipStream(
-        open_source(cfg.data.train),
+        units,
         batch_size=clips_per_micro,
         num_samples=clip_samples(cfg.data.clip_seconds),
         loudness_dbfs=cfg.data.loudness_dbfs,
@@ -279,6 +281,7 @@ def _train(
         extras=scenes,
         states={int(k): ReaderState(**v) for k, v in data_state["readers"].items()},
         first_reader=data_state["first_reader"],
+        target_suffix=family.target_suffix,
     )
     reader_states = dict(data_state["readers"])
     next_reader = data_state["first_reader"]
@@ -336,6 +339,7 @@ def _train(
     loader = make_loader(stream, cfg.data.num_workers, pin_memory=device.type == "cuda")
     batches = iter(loader)
     interval_loss, interval_steps, interval_start = 0.0, 0, time.perf_counter()
+    interval_parts: dict[str, torch.Tensor] = {}
     model.train()
     try:
         while step < t.steps:
@@ -346,14 +350,17 @@ def _train(
                 next_reader = (batch["reader"] + 1) % readers
                 rng, generator = step_rng(t.seed, rank, step, micro, device)
                 clean = scenes is None or rng.random() < cfg.scenes.clean_ratio
-                x, keep, masked = model_inputs(batch, cfg, bare.encoder, clean, generator, device)
+                x = model_inputs(batch, cfg, bare.encoder, clean, generator, device)
                 last = micro == t.accum_steps - 1
                 sync = contextlib.nullcontext() if last or world == 1 else model.no_sync()
                 with sync:
                     with autocast():
-                        loss = model(x, keep, masked) / t.accum_steps
+                        loss, parts = family.loss(model, bare, x, batch, generator)
+                        loss = loss / t.accum_steps
                     loss.backward()
                 loss_sum += loss.detach()
+                for name, value in parts.items():
+                    interval_parts[name] = interval_parts.get(name, 0.0) + value / t.accum_steps
             grad_norm = torch.nn.utils.clip_grad_norm_(bare.parameters(), o.grad_clip)
             bad = sum(s["bad"] for s in reader_states.values())
             flags = torch.tensor([float(stop.signum > 0), float(bad)], device=device)
@@ -376,6 +383,7 @@ def _train(
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
+            family.after_step(bare, step)
             interval_loss += loss_value
             interval_steps += 1
             if master and (step % t.log_every == 0 or step == t.steps):
@@ -401,6 +409,7 @@ def _train(
                     "eta_s": eta,
                     "grad_norm": norm_value,
                     "bad_clips": bad_total,
+                    **{f"loss_{k}": float(v) / interval_steps for k, v in interval_parts.items()},
                 }
                 with open(out / METRICS, "a") as f:
                     f.write(json.dumps(metrics) + "\n")
@@ -410,6 +419,7 @@ def _train(
                             writer.add_scalar(f"train/{name}", value, step)
                     writer.flush()
                 interval_loss, interval_steps, interval_start = 0.0, 0, time.perf_counter()
+                interval_parts = {}
             if stopping or step % t.checkpoint_every == 0 or step == t.steps:
                 save()
             if stopping:
@@ -424,7 +434,8 @@ def _train(
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m training.pretrain",
-        description="GRAM pretraining on naturalistic scenes (run it under torchrun for DDP).",
+        description="GRAM and CAT pretraining on naturalistic scenes (run it under torchrun "
+        "for DDP).",
         epilog=(
             "Overrides: --set section.field=value (repeatable) or trailing section.field=value "
             "pairs, values in YAML: optim.lr=1e-4 scenes.snr_db=[5,40] scenes.noise=null. "
@@ -438,7 +449,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--init-from",
         metavar="REF",
         help="start from pretrained weights: a reference GRAM-T checkpoint file (encoder and "
-        "decoder) or a hear_gram checkpoint folder (encoder)",
+        "decoder) or a hear_gram checkpoint folder (encoder; for CAT, student and teacher)",
+    )
+    parser.add_argument(
+        "--rr-targets",
+        metavar="SPEC",
+        help="CAT representation regularization (sets cat.rr_targets): MODULE:CKPT, any HEAR "
+        "module and its model file (hear_gram.gram_binaural:exported/gram-binaural), or "
+        "beside[:SUFFIX] for vectors stored beside the audio (default suffix rr.npy)",
     )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("pairs", nargs="*", metavar="KEY=VALUE", help="more overrides")
@@ -448,6 +466,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def resolve_config(args: argparse.Namespace) -> configuration.Config:
     """The run's config: --config (or, resuming without it, the run's own) plus overrides."""
     overrides = args.overrides + args.pairs
+    if args.rr_targets is not None:
+        overrides.append(f"cat.rr_targets={json.dumps(args.rr_targets)}")
     path = args.config
     saved = Path(args.out) / "config.yaml"
     if path is None and args.resume and saved.is_file():
