@@ -32,11 +32,10 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor, nn
 
 from hear_gram import features as feat
-from hear_gram.layers import Block, Mlp, init_transformer_weights, sincos_2d
+from hear_gram.layers import ChunkTransformer, Mlp
 
 # (frequency, time) stride of each stem stage; their product is the token size (16 x 8).
 CHUNK_STRIDES = ((4, 4), (2, 2), (2, 1))
@@ -188,13 +187,13 @@ class MultiResolutionStem(nn.Module):
         return tokens + fused.flatten(2).transpose(1, 2)
 
 
-class CatEncoder(nn.Module):
+class CatEncoder(ChunkTransformer):
     """CAT encoder over one 2-s multi-channel spectrogram chunk: the multi-resolution stem,
-    fixed 2-D sin-cos positions, one CLS token and a pre-norm Transformer.
+    then the Transformer trunk shared with GRAM (fixed 2-D sin-cos positions, one CLS
+    token, pre-norm blocks, per-step read-out: see :class:`hear_gram.layers.ChunkTransformer`).
 
-    ``forward`` returns the CLS embedding ``(B, D)`` and per-step embeddings ``(B, S, E)``:
-    one step per token column (``frames_per_step`` frames), the frequency tokens of that
-    column concatenated (E = rows * D; 6144 for the named variants), as :class:`GramEncoder`.
+    Tokens hidden from the stem (the student's masked tokens, padded columns) are zeroed
+    inside every conv stage, so their content never reaches another position.
     """
 
     def __init__(
@@ -211,88 +210,26 @@ class CatEncoder(nn.Module):
         mlp_ratio: float = 4.0,
         norm_eps: float = 1e-6,
     ) -> None:
-        super().__init__()
-        self.stem = MultiResolutionStem(
+        stem = MultiResolutionStem(
             in_chans, embed_dim, tuple(stem_dims), tuple(stem_depths), strides, mlp_ratio, norm_eps
         )
-        token_f, token_t = self.stem.token_size
+        token_f, token_t = stem.token_size
         if n_mels % token_f or chunk_frames % token_t:
             raise ValueError(
                 f"strides {strides} make {token_f} x {token_t} tokens, which do not tile a "
                 f"{n_mels} x {chunk_frames} chunk"
             )
+        grid = (n_mels // token_f, chunk_frames // token_t)
+        super().__init__(grid, token_t, embed_dim, depth, num_heads, mlp_ratio, norm_eps)
         self.in_chans = in_chans
-        self.chunk_frames = chunk_frames
-        self.frames_per_step = token_t
-        self.grid = (n_mels // token_f, chunk_frames // token_t)
-        self.embed_dim = embed_dim
-        self.frame_dim = self.grid[0] * embed_dim
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.register_buffer("pos_embed", sincos_2d(embed_dim, self.grid), persistent=False)
-        self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, norm_eps=norm_eps) for _ in range(depth)
-        )
-        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+        self.stem = stem
         self.init_weights()
 
     def init_weights(self) -> None:
         for conv in [stage.proj for stage in self.stem.stages] + list(self.stem.fuse):
             nn.init.xavier_uniform_(conv.weight.view(conv.weight.shape[0], -1))
             nn.init.zeros_(conv.bias)
-        nn.init.normal_(self.cls_token, std=0.02)
-        self.blocks.apply(init_transformer_weights)
-        self.norm.apply(init_transformer_weights)
+        self.init_trunk_weights()
 
-    @property
-    def num_patches(self) -> int:
-        return self.grid[0] * self.grid[1]
-
-    def forward_layers(
-        self, x: Tensor, keep: Tensor | None = None, valid_steps: Tensor | None = None
-    ) -> list[Tensor]:
-        """Every Transformer block's output ``(B, 1 + K, D)``, CLS first, before the final norm.
-
-        Args:
-            x: ``(B, C, 128, 200)`` normalised features.
-            keep: optional ``(B, K)`` indices of the visible tokens (the student's view); the
-                other tokens are zeroed inside the conv stages and left out of the Transformer.
-            valid_steps: optional ``(B,)`` number of token columns holding audio; later columns
-                are zeroed inside the conv stages and masked out of attention.
-        """
-        if keep is not None and valid_steps is not None:
-            raise ValueError("valid_steps and keep cannot be combined")
-        b, rows, cols = x.shape[0], *self.grid
-        hidden = key_ok = None
-        if keep is not None:
-            hidden = torch.ones(b, self.num_patches, dtype=torch.bool, device=x.device)
-            hidden = hidden.scatter(1, keep, False).view(b, rows, cols)
-        if valid_steps is not None:
-            columns = torch.arange(cols, device=x.device)
-            padded = columns[None, :] >= valid_steps[:, None].to(x.device)
-            hidden = padded[:, None, :].expand(b, rows, cols)
-            key_ok = torch.cat([padded.new_ones(b, 1), (~hidden).flatten(1)], dim=1)
-            key_ok = key_ok[:, None, None, :]
-        tokens = self.stem(x, hidden) + self.pos_embed[:, 1:]
-        if keep is not None:
-            tokens = torch.gather(tokens, 1, keep[..., None].expand(-1, -1, tokens.shape[-1]))
-        cls = (self.cls_token + self.pos_embed[:, :1]).expand(b, -1, -1)
-        h = torch.cat([cls, tokens], dim=1)
-        layers = []
-        for block in self.blocks:
-            h = block(h, key_ok)
-            layers.append(h)
-        return layers
-
-    def forward_tokens(
-        self, x: Tensor, keep: Tensor | None = None, valid_steps: Tensor | None = None
-    ) -> Tensor:
-        """Encode a chunk; returns the normalised tokens ``(B, 1 + K, D)``, CLS first (see
-        :meth:`forward_layers` for the arguments)."""
-        return self.norm(self.forward_layers(x, keep, valid_steps)[-1])
-
-    def forward(self, x: Tensor, valid_steps: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``x``: ``(B, C, 128, 200)``. Returns CLS ``(B, D)`` and steps ``(B, S, E)``."""
-        h = self.forward_tokens(x, valid_steps=valid_steps)
-        rows, cols = self.grid
-        steps = h[:, 1:].reshape(h.shape[0], rows, cols, -1).transpose(1, 2)
-        return h[:, 0], steps.reshape(h.shape[0], cols, -1)
+    def tokenize(self, x: Tensor, hidden: Tensor | None) -> Tensor:
+        return self.stem(x, hidden)

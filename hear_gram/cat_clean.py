@@ -1,22 +1,7 @@
 """HEAR API of CAT-Clean: conv stem and ViT over 1-channel log-mels;
 6144-d steps every 80 ms."""
 
-from torch import Tensor
-
-from hear_gram import hear_api
-from hear_gram.hear_api import HearModel
+from hear_gram.hear_api import variant_module_api
 
 VARIANT = "cat-clean"
-
-
-def load_model(model_file_path: str = "", **options) -> HearModel:
-    """Load cat-clean (see :func:`hear_gram.hear_api.load_model` for options)."""
-    return hear_api.load_model(VARIANT, model_file_path, **options)
-
-
-def get_scene_embeddings(audio: Tensor, model: HearModel) -> Tensor:
-    return hear_api.get_scene_embeddings(audio, model)
-
-
-def get_timestamp_embeddings(audio: Tensor, model: HearModel) -> tuple[Tensor, Tensor]:
-    return hear_api.get_timestamp_embeddings(audio, model)
+load_model, get_scene_embeddings, get_timestamp_embeddings = variant_module_api(VARIANT)

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from hear_gram import features as feat
 from hear_gram.errors import CheckpointError
-from hear_gram.layers import Block, PatchEmbed, init_transformer_weights, sincos_2d
+from hear_gram.layers import ChunkTransformer, PatchEmbed, sincos_2d
 
 VIT_BASE = {"embed_dim": 768, "depth": 12, "num_heads": 12, "mlp_ratio": 4.0}
 
@@ -45,12 +45,14 @@ GRAM_VARIANTS: dict[str, dict] = {
 }
 
 
-class GramEncoder(nn.Module):
+class GramEncoder(ChunkTransformer):
     """GRAM-T Transformer encoder over one 2-s multi-channel spectrogram chunk.
 
-    ``forward`` returns the CLS embedding ``(B, D)`` and per-step embeddings
-    ``(B, S, E)``: one step per patch column (``frames_per_step`` spectrogram frames), the
-    frequency tokens of that column concatenated (E = rows * D; 6144 for 16 x 8 patches).
+    Tokens are non-overlapping patches (no channel embedding: channels enter through the
+    patch convolution). ``forward`` returns the CLS embedding ``(B, D)`` and per-step
+    embeddings ``(B, S, E)``: one step per patch column (``frames_per_step`` spectrogram
+    frames), the frequency tokens of that column concatenated (E = rows * D; 6144 for
+    16 x 8 patches).
     """
 
     def __init__(
@@ -65,75 +67,29 @@ class GramEncoder(nn.Module):
         mlp_ratio: float = 4.0,
         norm_eps: float = 1e-6,
     ) -> None:
-        super().__init__()
         patch_size = tuple(patch_size)
         if n_mels % patch_size[0] or chunk_frames % patch_size[1]:
             raise ValueError(f"patch {patch_size} does not tile a {n_mels} x {chunk_frames} chunk")
+        grid = (n_mels // patch_size[0], chunk_frames // patch_size[1])
+        super().__init__(grid, patch_size[1], embed_dim, depth, num_heads, mlp_ratio, norm_eps)
         self.in_chans = in_chans
-        self.chunk_frames = chunk_frames
-        self.frames_per_step = patch_size[1]
-        self.grid = (n_mels // patch_size[0], chunk_frames // patch_size[1])
-        self.embed_dim = embed_dim
-        self.frame_dim = self.grid[0] * embed_dim
         self.patch_embed = PatchEmbed(in_chans, embed_dim, patch_size)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.register_buffer("pos_embed", sincos_2d(embed_dim, self.grid), persistent=False)
-        self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, norm_eps=norm_eps) for _ in range(depth)
-        )
-        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         self.init_weights()
 
     def init_weights(self) -> None:
         w = self.patch_embed.proj.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.zeros_(self.patch_embed.proj.bias)
-        nn.init.normal_(self.cls_token, std=0.02)
-        self.blocks.apply(init_transformer_weights)
-        self.norm.apply(init_transformer_weights)
+        self.init_trunk_weights()
 
-    @property
-    def num_patches(self) -> int:
-        return self.grid[0] * self.grid[1]
+    def tokenize(self, x: Tensor, hidden: Tensor | None = None) -> Tensor:
+        """Patch embeddings ``(B, N, D)``; patches never see each other, so ``hidden`` needs
+        no handling here."""
+        return self.patch_embed(x)
 
     def patch_tokens(self, x: Tensor) -> Tensor:
         """Patch embeddings plus positions, ``(B, C, 128, 200)`` to ``(B, N, D)``."""
-        return self.patch_embed(x) + self.pos_embed[:, 1:]
-
-    def forward_tokens(
-        self, x: Tensor, keep: Tensor | None = None, valid_steps: Tensor | None = None
-    ) -> Tensor:
-        """Encode a chunk; returns the normalised tokens ``(B, 1 + N_kept, D)``, CLS first.
-
-        Args:
-            x: ``(B, C, 128, 200)`` normalised features.
-            keep: optional ``(B, K)`` indices of the patches to encode (MAE visible set).
-            valid_steps: optional ``(B,)`` number of patch columns holding audio; tokens of
-                later columns are masked out of attention (they hold only padding).
-        """
-        tokens = self.patch_tokens(x)
-        if keep is not None:
-            tokens = torch.gather(tokens, 1, keep[..., None].expand(-1, -1, tokens.shape[-1]))
-        cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
-        h = torch.cat([cls, tokens], dim=1)
-        mask = None
-        if valid_steps is not None:
-            if keep is not None:
-                raise ValueError("valid_steps and keep cannot be combined")
-            column = torch.arange(self.num_patches, device=x.device) % self.grid[1]
-            key_ok = column[None, :] < valid_steps[:, None].to(x.device)
-            key_ok = torch.cat([key_ok.new_ones(key_ok.shape[0], 1), key_ok], dim=1)
-            mask = key_ok[:, None, None, :]
-        for block in self.blocks:
-            h = block(h, mask)
-        return self.norm(h)
-
-    def forward(self, x: Tensor, valid_steps: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``x``: ``(B, C, 128, 200)``. Returns CLS ``(B, D)`` and steps ``(B, S, E)``."""
-        h = self.forward_tokens(x, valid_steps=valid_steps)
-        rows, cols = self.grid
-        steps = h[:, 1:].reshape(h.shape[0], rows, cols, -1).transpose(1, 2)
-        return h[:, 0], steps.reshape(h.shape[0], cols, -1)
+        return self.tokenize(x) + self.pos_embed[:, 1:]
 
 
 # --- the reference layout (labhamlet/GRAM-T, torchvision ViT key names) -----------------

@@ -1,21 +1,6 @@
 """HEAR API of GRAM-Ambisonics: 16 x 8 patches over 4 log-mels + 3 intensity vectors (AmbiX)."""
 
-from torch import Tensor
-
-from hear_gram import hear_api
-from hear_gram.hear_api import HearModel
+from hear_gram.hear_api import variant_module_api
 
 VARIANT = "gram-ambisonics"
-
-
-def load_model(model_file_path: str = "", **options) -> HearModel:
-    """Load gram-ambisonics (see :func:`hear_gram.hear_api.load_model` for options)."""
-    return hear_api.load_model(VARIANT, model_file_path, **options)
-
-
-def get_scene_embeddings(audio: Tensor, model: HearModel) -> Tensor:
-    return hear_api.get_scene_embeddings(audio, model)
-
-
-def get_timestamp_embeddings(audio: Tensor, model: HearModel) -> tuple[Tensor, Tensor]:
-    return hear_api.get_timestamp_embeddings(audio, model)
+load_model, get_scene_embeddings, get_timestamp_embeddings = variant_module_api(VARIANT)

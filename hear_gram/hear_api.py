@@ -8,6 +8,8 @@ embeddings), or the duration-weighted mean of the chunks' CLS tokens.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torchaudio
 from torch import Tensor, nn
@@ -147,3 +149,18 @@ def get_timestamp_embeddings(audio: Tensor, model: HearModel) -> tuple[Tensor, T
 def get_scene_embeddings(audio: Tensor, model: HearModel) -> Tensor:
     """HEAR scene embeddings: ``(B, scene_embedding_size)`` float32."""
     return model.scene_embeddings(audio)
+
+
+def variant_module_api(variant: str) -> tuple[Callable, Callable, Callable]:
+    """The three functions of ``variant``'s HEAR module: ``load_model(model_file_path="",
+    **options)``, ``get_scene_embeddings`` and ``get_timestamp_embeddings``."""
+    get_variant(variant)
+
+    def load_variant(model_file_path: str = "", **options) -> HearModel:
+        return load_model(variant, model_file_path, **options)
+
+    load_variant.__name__ = load_variant.__qualname__ = "load_model"
+    load_variant.__doc__ = (
+        f"Load {variant} for the HEAR API; see :func:`hear_gram.hear_api.load_model`."
+    )
+    return load_variant, get_scene_embeddings, get_timestamp_embeddings

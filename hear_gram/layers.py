@@ -6,6 +6,8 @@ arguments, attention through ``torch.nn.functional.scaled_dot_product_attention`
 
 from __future__ import annotations
 
+import abc
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -129,3 +131,112 @@ def init_transformer_weights(module: nn.Module) -> None:
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
+
+
+class ChunkTransformer(nn.Module, metaclass=abc.ABCMeta):
+    """The Transformer trunk shared by the GRAM and CAT encoders.
+
+    A subclass turns one ``(B, C, 128, frames)`` chunk into frequency-major tokens on a
+    ``grid = (rows, cols)`` (:meth:`tokenize`); this class adds fixed 2-D sin-cos
+    positions and a CLS token, runs pre-norm blocks and reads out per-step embeddings: one
+    step per token column (``frames_per_step`` frames), the column's ``rows`` tokens
+    concatenated (``frame_dim = rows * embed_dim``).
+    """
+
+    def __init__(
+        self,
+        grid: tuple[int, int],
+        frames_per_step: int,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        norm_eps: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        self.grid = tuple(grid)
+        self.frames_per_step = frames_per_step
+        self.chunk_frames = self.grid[1] * frames_per_step
+        self.embed_dim = embed_dim
+        self.frame_dim = self.grid[0] * embed_dim
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.register_buffer("pos_embed", sincos_2d(embed_dim, self.grid), persistent=False)
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, norm_eps=norm_eps) for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+
+    def init_trunk_weights(self) -> None:
+        nn.init.normal_(self.cls_token, std=0.02)
+        self.blocks.apply(init_transformer_weights)
+        self.norm.apply(init_transformer_weights)
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @abc.abstractmethod
+    def tokenize(self, x: Tensor, hidden: Tensor | None) -> Tensor:
+        """``(B, C, F, T)`` to ``(B, rows * cols, D)``; ``hidden`` ``(B, rows, cols)`` marks
+        tokens whose content must not reach other positions (or None)."""
+
+    def embed(
+        self, x: Tensor, keep: Tensor | None = None, valid_steps: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """The block input ``(B, 1 + K, D)`` (CLS first) and the attention mask, or None.
+
+        Args:
+            x: ``(B, C, 128, chunk_frames)`` normalised features.
+            keep: optional ``(B, K)`` indices of the tokens to encode (the MAE / student's
+                visible set); the others are hidden from the tokenizer and left out.
+            valid_steps: optional ``(B,)`` number of token columns holding audio; later
+                columns are hidden from the tokenizer and masked out of attention.
+        """
+        if keep is not None and valid_steps is not None:
+            raise ValueError("valid_steps and keep cannot be combined")
+        b, (rows, cols) = x.shape[0], self.grid
+        hidden = key_ok = None
+        if keep is not None:
+            hidden = torch.ones(b, self.num_patches, dtype=torch.bool, device=x.device)
+            hidden = hidden.scatter(1, keep, False).view(b, rows, cols)
+        if valid_steps is not None:
+            columns = torch.arange(cols, device=x.device)
+            padded = columns[None, :] >= valid_steps[:, None].to(x.device)
+            hidden = padded[:, None, :].expand(b, rows, cols)
+            key_ok = torch.cat([padded.new_ones(b, 1), (~hidden).flatten(1)], dim=1)
+            key_ok = key_ok[:, None, None, :]
+        tokens = self.tokenize(x, hidden) + self.pos_embed[:, 1:]
+        if keep is not None:
+            tokens = torch.gather(tokens, 1, keep[..., None].expand(-1, -1, tokens.shape[-1]))
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(b, -1, -1)
+        return torch.cat([cls, tokens], dim=1), key_ok
+
+    def forward_layers(
+        self, x: Tensor, keep: Tensor | None = None, valid_steps: Tensor | None = None
+    ) -> list[Tensor]:
+        """Every block's output ``(B, 1 + K, D)``, CLS first, before the final norm
+        (arguments as :meth:`embed`)."""
+        h, mask = self.embed(x, keep, valid_steps)
+        layers = []
+        for block in self.blocks:
+            h = block(h, mask)
+            layers.append(h)
+        return layers
+
+    def forward_tokens(
+        self, x: Tensor, keep: Tensor | None = None, valid_steps: Tensor | None = None
+    ) -> Tensor:
+        """Encode a chunk; the normalised tokens ``(B, 1 + K, D)``, CLS first (arguments as
+        :meth:`embed`)."""
+        h, mask = self.embed(x, keep, valid_steps)
+        for block in self.blocks:
+            h = block(h, mask)
+        return self.norm(h)
+
+    def forward(self, x: Tensor, valid_steps: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``x``: ``(B, C, 128, chunk_frames)``. Returns CLS ``(B, D)`` and steps
+        ``(B, cols, rows * D)``."""
+        h = self.forward_tokens(x, valid_steps=valid_steps)
+        rows, cols = self.grid
+        steps = h[:, 1:].reshape(h.shape[0], rows, cols, -1).transpose(1, 2)
+        return h[:, 0], steps.reshape(h.shape[0], cols, -1)
