@@ -19,6 +19,7 @@ import resource
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -27,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hear_gram  # noqa: E402
 from hear_gram import features as feat  # noqa: E402
+from hear_gram.audio import resample_span, resampled_length  # noqa: E402
 from hear_gram.chunking import iter_chunks  # noqa: E402
 
 
@@ -42,12 +44,13 @@ def best_time(fn, repeats: int) -> float:
 
 def encoder_ceiling(model, audio: torch.Tensor, repeats: int) -> float:
     """Seconds per batch for the encoder alone on the batch's pre-computed chunks."""
+    length = resampled_length(audio.shape[1], model.sample_rate, feat.SAMPLE_RATE)
     chunks = []
-    for clip in audio:
-        wave = model.resample(clip.transpose(0, 1) if clip.shape[0] > clip.shape[1] else clip)
-        for block, _ in iter_chunks(wave, model.kind, model.window, model.mel_fb, 200):
+    for clip in audio.transpose(1, 2):  # (C, T) each
+        read = partial(resample_span, clip, model.sample_rate, feat.SAMPLE_RATE)
+        for block, _ in iter_chunks(read, length, model.kind, model.window, model.mel_fb, 200):
             chunks.append(block)
-    chunks = torch.cat(chunks)
+    chunks = torch.cat(chunks).to(next(model.encoder.parameters()).dtype)
 
     def run() -> None:
         with torch.inference_mode():

@@ -11,7 +11,8 @@ segment by segment and chunks go through the encoder in batches of at most
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -32,8 +33,12 @@ def step_timestamps(num_steps: int, frames_per_step: int, device: torch.device) 
     return (j * frames_per_step + (frames_per_step - 1) / 2) * hop_ms
 
 
+Reader = Callable[[int, int], Tensor]
+
+
 def iter_chunks(
-    wave: Tensor,
+    read: Reader,
+    num_samples: int,
     kind: str,
     window: Tensor,
     fb: Tensor,
@@ -43,44 +48,41 @@ def iter_chunks(
     """Normalised feature chunks of one waveform, computed segment by segment.
 
     Args:
-        wave: ``(C, T)`` at 32 kHz.
+        read: ``read(start, stop)`` returns samples ``[start, stop)`` of the waveform at
+            32 kHz, ``(C, stop - start)`` (a slice, or a span resampled on demand).
+        num_samples: the waveform's length at 32 kHz.
     Yields:
-        ``(chunks, valid)``: ``(K, C', 128, chunk_frames)`` and ``(K,)`` valid frame counts.
+        ``(chunks, valid)``: ``(K, C', 128, chunk_frames)`` and ``(K,)`` valid frame counts;
+        the same values as features of the whole waveform cut into chunks.
     """
-    total = feat.num_frames(wave.shape[-1])
-    padded = feat.pad_for_frames(wave)
+    total = feat.num_frames(num_samples)
+    half = feat.N_FFT // 2
     segment = segment_chunks * chunk_frames
     for start in range(0, total, segment):
         stop = min(total, start + segment)
-        x = feat.features_from_padded(padded[..., feat.frame_slice(start, stop)], kind, window, fb)
+        # Frames [start, stop) read samples [start * HOP - half, (stop - 1) * HOP + half],
+        # reflected at the waveform's ends (the center=True padding).
+        first, last = start * feat.HOP - half, (stop - 1) * feat.HOP + half
+        piece = read(max(first, 0), min(last, num_samples))
+        pads = (max(0, -first), max(0, last - num_samples))
+        if any(pads):
+            piece = nn.functional.pad(piece[None], pads, mode="reflect")[0]
+        x = feat.features_from_padded(piece, kind, window, fb)
         count = math.ceil((stop - start) / chunk_frames)
         x = nn.functional.pad(x, (0, count * chunk_frames - (stop - start)))
         chunks = x.reshape(*x.shape[:2], count, chunk_frames).permute(2, 0, 1, 3)
-        offsets = torch.arange(count, device=wave.device) * chunk_frames
+        offsets = torch.arange(count, device=x.device) * chunk_frames
         valid = (stop - start - offsets).clamp(max=chunk_frames)
         yield feat.normalize(chunks, valid), valid
 
 
-class _FileOutputs:
-    """Per-file accumulation of step embeddings (or their running sum) and CLS tokens."""
+@dataclass
+class ChunkOutputs:
+    """Encoder outputs of a batch of equal-length files."""
 
-    def __init__(self, keep_steps: bool) -> None:
-        self.keep_steps = keep_steps
-        self.steps: list[Tensor] = []
-        self.step_sum: Tensor | None = None
-        self.step_count = 0
-        self.cls_sum: Tensor | None = None
-        self.frame_count = 0
-
-    def add(self, cls: Tensor, steps: Tensor, frames: int) -> None:
-        if self.keep_steps:
-            self.steps.append(steps)
-        step_sum = steps.sum(dim=0)
-        self.step_sum = step_sum if self.step_sum is None else self.step_sum + step_sum
-        self.step_count += steps.shape[0]
-        weighted = cls * frames
-        self.cls_sum = weighted if self.cls_sum is None else self.cls_sum + weighted
-        self.frame_count += frames
+    steps: Tensor | None  # (B, S, E) every step embedding, when asked for
+    step_mean: Tensor  # (B, E) mean over the steps
+    cls_mean: Tensor  # (B, D) CLS tokens of the chunks, weighted by their valid frames
 
 
 def _batched(items: Iterator, size: int) -> Iterator[list]:
@@ -96,42 +98,56 @@ def _batched(items: Iterator, size: int) -> Iterator[list]:
 
 def embed_files(
     encoder: nn.Module,
-    waves: Iterator[Tensor],
+    readers: list[Reader],
+    num_samples: int,
     kind: str,
     window: Tensor,
     fb: Tensor,
     batch_chunks: int,
     keep_steps: bool,
-) -> list[_FileOutputs]:
+) -> ChunkOutputs:
     """Run every 2-s chunk of every file through ``encoder`` in batches of ``batch_chunks``.
 
     Args:
         encoder: maps ``(B, C', 128, chunk_frames)`` and ``valid_steps (B,)`` to
-            ``(cls (B, D), steps (B, S, E))``; has ``chunk_frames`` and ``frames_per_step``.
-        waves: ``(C, T)`` waveforms at 32 kHz, one per file.
-        keep_steps: keep every step embedding (timestamp embeddings) or only their sum.
+            ``(cls (B, D), steps (B, S, E))``; has ``chunk_frames``, ``frames_per_step``,
+            ``frame_dim`` and ``embed_dim``.
+        readers: one per file; ``read(start, stop)`` gives its samples at 32 kHz.
+        num_samples: the files' length at 32 kHz.
+        keep_steps: keep every step embedding (timestamp embeddings) or only their mean.
 
     Chunks enter the encoder in the dtype of its parameters (bf16 for a bf16 encoder);
-    outputs are float32.
+    outputs are float32 on the device of ``window``.
     """
-    outputs: list[_FileOutputs] = []
+    fps = encoder.frames_per_step
+    num_steps = math.ceil(feat.num_frames(num_samples) / fps)
+    device, files = window.device, len(readers)
+    steps_out = (
+        torch.empty(files, num_steps, encoder.frame_dim, device=device) if keep_steps else None
+    )
+    step_sum = torch.zeros(files, encoder.frame_dim, device=device)
+    cls_sum = torch.zeros(files, encoder.embed_dim, device=device)
+    written = [0] * files
 
     def chunks() -> Iterator[tuple[int, Tensor, int]]:
-        for index, wave in enumerate(waves):
-            outputs.append(_FileOutputs(keep_steps))
-            for block, valid in iter_chunks(wave, kind, window, fb, encoder.chunk_frames):
+        for index, read in enumerate(readers):
+            for block, valid in iter_chunks(
+                read, num_samples, kind, window, fb, encoder.chunk_frames
+            ):
                 yield from ((index, c, int(v)) for c, v in zip(block, valid, strict=True))
 
-    fps = encoder.frames_per_step
     dtype = next(encoder.parameters()).dtype
     for batch in _batched(chunks(), batch_chunks):
         x = torch.stack([c for _, c, _ in batch]).to(dtype)
-        valid = [v for _, _, v in batch]
-        steps_kept = [math.ceil(v / fps) for v in valid]
-        partial = any(v < encoder.chunk_frames for v in valid)
-        valid_steps = torch.tensor(steps_kept, device=x.device) if partial else None
-        cls, steps = encoder(x, valid_steps)
+        kept = [math.ceil(v / fps) for _, _, v in batch]
+        partial = any(v < encoder.chunk_frames for _, _, v in batch)
+        cls, steps = encoder(x, torch.tensor(kept, device=x.device) if partial else None)
         cls, steps = cls.float(), steps.float()
-        for i, (owner, _, v) in enumerate(batch):
-            outputs[owner].add(cls[i], steps[i, : steps_kept[i]], v)
-    return outputs
+        for i, (owner, _, frames) in enumerate(batch):
+            valid_steps = steps[i, : kept[i]]
+            if steps_out is not None:
+                steps_out[owner, written[owner] : written[owner] + kept[i]] = valid_steps
+            written[owner] += kept[i]
+            step_sum[owner] += valid_steps.sum(dim=0)
+            cls_sum[owner] += cls[i] * frames
+    return ChunkOutputs(steps_out, step_sum / num_steps, cls_sum / feat.num_frames(num_samples))

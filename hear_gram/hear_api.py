@@ -9,23 +9,20 @@ embeddings), or the duration-weighted mean of the chunks' CLS tokens.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
-import torchaudio
 from torch import Tensor, nn
 
 from hear_gram import features as feat
-from hear_gram.audio import adapt_channels, check_audio
+from hear_gram.audio import adapt_channels, check_audio, resample_span, resampled_length
 from hear_gram.checkpoint import load_encoder
-from hear_gram.chunking import embed_files, step_timestamps
+from hear_gram.chunking import ChunkOutputs, embed_files, step_timestamps
 from hear_gram.variants import get_variant
 
 DEFAULT_SAMPLE_RATE = 48000
 SCENE_MODES = ("mean", "cls")
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
-# Kaiser-windowed sinc, 16 zero crossings: flat to 12 kHz, -0.16 dB at 14 kHz (torchaudio's
-# default, 6 crossings with a Hann window, loses 1.8 dB there), at the same cost.
-RESAMPLER = {"lowpass_filter_width": 16, "resampling_method": "sinc_interp_kaiser", "beta": 8.6}
 
 
 class HearModel(nn.Module):
@@ -70,24 +67,21 @@ class HearModel(nn.Module):
         self.scene_embedding_size = (
             self.timestamp_embedding_size if scene_embedding == "mean" else int(encoder.embed_dim)
         )
-        self.resample = (
-            torchaudio.transforms.Resample(self.sample_rate, feat.SAMPLE_RATE, **RESAMPLER)
-            if self.sample_rate != feat.SAMPLE_RATE
-            else nn.Identity()
-        )
         self.register_buffer("window", feat.analysis_window(), persistent=False)
         self.register_buffer("mel_fb", feat.mel_filterbank(), persistent=False)
         self.requires_grad_(False)
         self.eval()
 
-    def _outputs(self, audio: Tensor, keep_steps: bool) -> list:
+    def _outputs(self, audio: Tensor, keep_steps: bool) -> ChunkOutputs:
         audio = check_audio(audio, self.sample_rate).to(self.window.device)
         audio = adapt_channels(audio, self.kind)
-        waves = (self.resample(wave) for wave in audio)
+        rate = self.sample_rate
+        readers = [partial(resample_span, wave, rate, feat.SAMPLE_RATE) for wave in audio]
         with torch.inference_mode():
             return embed_files(
                 self.encoder,
-                waves,
+                readers,
+                resampled_length(audio.shape[-1], rate, feat.SAMPLE_RATE),
                 self.kind,
                 self.window,
                 self.mel_fb,
@@ -97,8 +91,7 @@ class HearModel(nn.Module):
 
     def timestamp_embeddings(self, audio: Tensor) -> tuple[Tensor, Tensor]:
         """``(B, S, timestamp_embedding_size)`` embeddings and ``(B, S)`` times in ms."""
-        outputs = self._outputs(audio, keep_steps=True)
-        embeddings = torch.stack([torch.cat(o.steps) for o in outputs])
+        embeddings = self._outputs(audio, keep_steps=True).steps
         times = step_timestamps(
             embeddings.shape[1], self.encoder.frames_per_step, embeddings.device
         )
@@ -108,9 +101,7 @@ class HearModel(nn.Module):
         """``(B, scene_embedding_size)``: mean over time of the step embeddings, or the
         chunks' CLS tokens weighted by their valid duration."""
         outputs = self._outputs(audio, keep_steps=False)
-        if self.scene_embedding == "cls":
-            return torch.stack([o.cls_sum / o.frame_count for o in outputs])
-        return torch.stack([o.step_sum / o.step_count for o in outputs])
+        return outputs.cls_mean if self.scene_embedding == "cls" else outputs.step_mean
 
 
 def load_model(variant: str, model_file_path: str = "", **options) -> HearModel:

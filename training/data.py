@@ -53,6 +53,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.shardlists import expand_urls
 from webdataset.tariterators import base_plus_ext
 
+from hear_gram.audio import RESAMPLER
 from hear_gram.features import SAMPLE_RATE
 from training.rr_targets import TargetError, read_target, target_path
 
@@ -101,8 +102,8 @@ def prepare_clip(
     loudness_dbfs: float,
     rng: np.random.Generator,
 ) -> tuple[Tensor, int]:
-    """Channel 0, resampled to 32 kHz, cut (random window) or zero-padded to ``num_samples``,
-    at an RMS of ``loudness_dbfs`` over the audio part.
+    """Channel 0, resampled to 32 kHz (the HEAR API's resampler), cut (random window) or
+    zero-padded to ``num_samples``, at an RMS of ``loudness_dbfs`` over the audio part.
 
     Args:
         samples: ``(C, T)`` float32.
@@ -111,7 +112,7 @@ def prepare_clip(
     """
     wave = torch.from_numpy(np.ascontiguousarray(samples[0]))
     if sample_rate != SAMPLE_RATE:
-        wave = AF.resample(wave, sample_rate, SAMPLE_RATE)
+        wave = AF.resample(wave, sample_rate, SAMPLE_RATE, **RESAMPLER)
     if wave.shape[0] > num_samples:
         start = int(rng.integers(0, wave.shape[0] - num_samples + 1))
         wave = wave[start : start + num_samples]

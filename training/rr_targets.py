@@ -30,8 +30,8 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
+from hear_gram.audio import RESAMPLER
 from hear_gram.features import SAMPLE_RATE
-from hear_gram.hear_api import RESAMPLER
 
 BESIDE = "beside"
 DEFAULT_SUFFIX = "rr.npy"
