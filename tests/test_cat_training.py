@@ -9,9 +9,9 @@ import torch
 import torchaudio
 from torch import nn
 
+from hear_gram.audio import RESAMPLER
 from hear_gram.cat import CatEncoder
 from hear_gram.checkpoint import save_checkpoint
-from hear_gram.hear_api import RESAMPLER
 from hear_gram.variants import VARIANTS
 from training import config as configuration
 from training.cat import CatPretrainer, CnnDecoder, teacher_targets
