@@ -12,6 +12,7 @@ from natheear_helpers import write_task
 
 from natheear_tasks import convert as convert_module
 from natheear_tasks.cli import main
+from natheear_tasks.journal import read_journal
 from natheear_tasks.mix import fft_convolve
 from natheear_tasks.noise import resample
 from natheear_tasks.rirbank import RirBank, direction_vector
@@ -85,7 +86,7 @@ def test_conversion_keeps_everything_a_task_has(scene_task, reference):
     for r in records:
         assert 5 <= r["snr_db"] <= 40 and r["noise"]["kind"] == "synthesized"
         assert {"room", "listener", "source", "noise"} <= set(r["scene"])
-    assert not list(reference.rglob("*.tmp")) and not (reference / ".records").exists()
+    assert not list(reference.rglob("*.tmp")) and not (reference / ".journal").exists()
 
 
 def test_written_files_hold_the_scene_at_its_snr(scene_task, reference, banks):
@@ -148,7 +149,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, scene_task, reference, 
     assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 1
     partial = out / "toy-scene-binaural.partial"
     assert not (out / "toy-scene-binaural").exists()
-    assert len(list((partial / ".records").rglob("*.json"))) == 2
+    assert len(read_journal(partial)) == 2
     assert not list(partial.rglob("*.tmp"))
     monkeypatch.setattr(convert_module, "_convert_file", real)
     calls.clear()
