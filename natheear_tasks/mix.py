@@ -81,6 +81,13 @@ def fade(
         ``(..., T)``; the ramp gains are ``(k + 1) / (n + 1)`` for ``k = 0..n-1``.
     """
     length = x.shape[-1]
+    if active is None and length >= 2:  # the same gains, computed for the ramps only
+        ramp = max(1, min(length // 2, round(seconds * sample_rate)))
+        gain = torch.arange(1, ramp + 1, device=x.device, dtype=torch.float32) / (ramp + 1)
+        out = x.clone()
+        out[..., :ramp] *= gain.to(x.dtype)
+        out[..., length - ramp :] *= gain.flip(0).to(x.dtype)
+        return out
     t = torch.arange(length, device=x.device, dtype=torch.float32)
     if active is None:
         start = torch.zeros((), device=x.device)
@@ -112,9 +119,11 @@ def scale_noise_to_snr(
         ``(B, C, T)``: ``a * noise`` with ``a = sqrt(E_x / E_n * 10^(-snr_db / 10))``;
         all zeros where the noise or the source has no energy.
     """
-    weight = 1.0 if active is None else active[:, None, :].to(source.dtype)
-    e_source = (source.square() * weight).sum(dim=(1, 2))
-    e_noise = (noise.square() * weight).sum(dim=(1, 2))
+    if active is None:
+        e_source, e_noise = (x.square().sum(dim=(1, 2)) for x in (source, noise))
+    else:
+        weight = active[:, None, :].to(source.dtype)
+        e_source, e_noise = ((x.square() * weight).sum(dim=(1, 2)) for x in (source, noise))
     ratio = e_source / e_noise.clamp(min=torch.finfo(e_noise.dtype).tiny)
     gain = torch.sqrt(ratio * 10.0 ** (-snr_db.to(ratio.dtype) / 10.0))
     gain = torch.where(e_noise > 0, gain, torch.zeros_like(gain))
