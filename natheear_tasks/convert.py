@@ -24,6 +24,8 @@ import math
 import os
 import shutil
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -63,6 +65,8 @@ SCENES_FILE = "scenes.jsonl"
 JOB_FILE = ".natheear-job.json"
 PEAK = 0.99  # output peak limit (PCM wavs clip at 1)
 DEFAULT_BANK_SIZE = 1000
+JOB_FILES = 32  # most files a worker converts in one job (one pipeline, see _convert_files)
+MAX_PENDING_WRITES = 2  # files mixed but not yet written, per worker
 FORMAT_VERSION = 2  # 2: new synthesized noise and PCM_16 rounding (output bytes differ from 1)
 
 
@@ -303,39 +307,88 @@ def plan(seed: int, identity: str, bank_size: int) -> dict:
     }
 
 
-def _convert_file(entry: FileEntry) -> float:
+def _prepare_file(entry: FileEntry) -> tuple[dict, dict, dict[int, tuple]]:
+    """A file's scene plan, its noise record and per rate its dry clip and noise, ``(T,)``
+    float32 each (the I/O thread's part: reading and noise synthesis)."""
     job: Job = _WORKER["job"]
-    bank: RirBank = _WORKER["bank"]
     seed = job.options.seed
-    scene = plan(seed, entry.identity, len(bank))
-    index = scene["bank_scene"]
+    scene = plan(seed, entry.identity, len(_WORKER["bank"]))
     lengths = {rate: audio.frames for rate, audio in entry.audio.items()}
     noises, noise_record = job.noise.draw(generator(seed, "noise", entry.identity), lengths)
-    gains = {}
-    if _rirs_at(index, job.task.rates[0]).shape[0] == 1:
-        scene["snr_db"] = None  # no noise RIRs (a GRAM-release scene may have none): no noise
-    snr = torch.tensor([scene["snr_db"] or 0.0])
+    clips = {}
     for rate, audio in entry.audio.items():
         dry, _ = sf.read(str(audio.path), dtype="float32", always_2d=True)
-        dry = dry[:, 0]
-        spectra, n = _spectra_at(index, rate, audio.frames)
-        noise = torch.from_numpy(noises[rate])[None]
-        mixture = mix_scene_spectra(torch.from_numpy(dry)[None], noise, spectra, n, snr, rate)
-        mixture = mixture[0].numpy()
-        gain = _level(dry, mixture)
+        clips[rate] = dry[:, 0], noises[rate]
+    return scene, noise_record, clips
+
+
+def _mix_file(scene: dict, clips: dict[int, tuple]) -> dict[int, np.ndarray]:
+    """The mixture ``(C, T)`` at every rate (this thread's part: the convolutions); sets the
+    scene's SNR to None where the bank scene has no noise RIRs."""
+    index = scene["bank_scene"]
+    if _rirs_at(index, min(clips)).shape[0] == 1:
+        scene["snr_db"] = None  # no noise RIRs (a GRAM-release scene may have none): no noise
+    snr = torch.tensor([scene["snr_db"] or 0.0])
+    mixtures = {}
+    for rate, (dry, noise) in clips.items():
+        spectra, n = _spectra_at(index, rate, len(dry))
+        dry, noise = torch.from_numpy(dry)[None], torch.from_numpy(noise)[None]
+        mixtures[rate] = mix_scene_spectra(dry, noise, spectra, n, snr, rate)[0].numpy()
+    return mixtures
+
+
+def _write_file(
+    entry: FileEntry,
+    scene: dict,
+    noise_record: dict,
+    clips: dict[int, tuple],
+    mixtures: dict[int, np.ndarray],
+) -> None:
+    """Level-match and write a file's wavs, then its journal line: from then on the file
+    counts as done (the I/O thread's part)."""
+    job: Job = _WORKER["job"]
+    gains = {}
+    for rate, mixture in mixtures.items():
+        gain = _level(clips[rate][0], mixture)
         gains[str(rate)] = round(20 * math.log10(gain), 4) if gain > 0 else None
         path = job.partial / str(rate) / entry.split / entry.name
-        path.write_bytes(wav_bytes((mixture * gain).T, rate, audio.subtype))
+        path.write_bytes(wav_bytes((mixture * gain).T, rate, entry.audio[rate].subtype))
     record = {
         "split": entry.split,
         "file": entry.name,
         **scene,
-        "scene": bank.records[index],
+        "scene": _WORKER["bank"].records[scene["bank_scene"]],
         "noise": noise_record,
         "gain_db": gains,
     }
     _WORKER["journal"].append(record)
-    return entry.audio[job.task.rates[0]].frames / job.task.rates[0]
+
+
+def _convert_files(entries: list[FileEntry]) -> tuple[int, float]:
+    """Convert files one after the other; returns the number of files and the seconds of
+    audio (at one rate).
+
+    A pipeline of two threads: an I/O thread reads the next file and draws its noise, then
+    level-matches and writes the files already mixed, while this thread mixes the current
+    one. The I/O thread runs its tasks one at a time in submission order, so each file's
+    wavs are written before its journal line.
+    """
+    job: Job = _WORKER["job"]
+    rate = job.task.rates[0]
+    writes: deque[Future] = deque()
+    with ThreadPoolExecutor(1, thread_name_prefix="natheear-io") as io:
+        inputs = io.submit(_prepare_file, entries[0])
+        for i, entry in enumerate(entries):
+            scene, noise_record, clips = inputs.result()
+            if i + 1 < len(entries):
+                inputs = io.submit(_prepare_file, entries[i + 1])
+            mixtures = _mix_file(scene, clips)
+            writes.append(io.submit(_write_file, entry, scene, noise_record, clips, mixtures))
+            while len(writes) > MAX_PENDING_WRITES:
+                writes.popleft().result()
+        for write in writes:
+            write.result()
+    return len(entries), sum(entry.audio[rate].frames for entry in entries) / rate
 
 
 def _level(dry: np.ndarray, mixture: np.ndarray) -> float:
@@ -395,17 +448,20 @@ def run(job: Job) -> Summary:
         for split in {e.split for e in todo}:
             (job.partial / str(rate) / split).mkdir(parents=True, exist_ok=True)
     summary.skipped = len(mine) - len(todo)
+    # a few jobs per worker at least, so that the workers finish together
+    size = max(1, min(JOB_FILES, math.ceil(len(todo) / (4 * job.options.workers))))
     try:
-        for seconds in run_jobs(
-            _convert_file,
-            todo,
+        for files, seconds in run_jobs(
+            _convert_files,
+            [todo[i : i + size] for i in range(0, len(todo), size)],
             job.options.workers,
             initializer=_start_worker,
             initargs=(job, job.bank_path),
             desc=f"{job.final.name}",
             unit="file",
+            size=len,
         ):
-            summary.files += 1
+            summary.files += files
             summary.audio_seconds += seconds
     finally:
         _stop_worker()  # this process's journal, when it converted the files itself

@@ -136,22 +136,22 @@ def test_shards_union_equals_a_single_run(tmp_path, scene_task, reference, banks
 
 def test_killed_run_resumes_to_the_same_result(tmp_path, scene_task, reference, banks, monkeypatch):
     out = tmp_path / "killed"
-    real = convert_module._convert_file
+    real = convert_module._mix_file
     calls = []
 
-    def dies_on_the_third_file(entry):
-        calls.append(entry)
+    def dies_on_the_third_file(*args):
+        calls.append(args)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(entry)
+        return real(*args)
 
-    monkeypatch.setattr(convert_module, "_convert_file", dies_on_the_third_file)
+    monkeypatch.setattr(convert_module, "_mix_file", dies_on_the_third_file)
     assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 1
     partial = out / "toy-scene-binaural.partial"
     assert not (out / "toy-scene-binaural").exists()
     assert len(read_journal(partial)) == 2
     assert not list(partial.rglob("*.tmp"))
-    monkeypatch.setattr(convert_module, "_convert_file", real)
+    monkeypatch.setattr(convert_module, "_mix_file", real)
     calls.clear()
     assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 0
     assert _files(out / "toy-scene-binaural") == _files(reference)
