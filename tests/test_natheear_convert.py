@@ -12,7 +12,7 @@ from natheear_helpers import write_task
 
 from natheear_tasks import convert as convert_module
 from natheear_tasks.cli import main
-from natheear_tasks.journal import read_journal
+from natheear_tasks.journal import Journal, read_journal
 from natheear_tasks.mix import fft_convolve
 from natheear_tasks.noise import resample
 from natheear_tasks.rirbank import RirBank, direction_vector
@@ -153,6 +153,60 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, scene_task, reference, 
     assert not list(partial.rglob("*.tmp"))
     monkeypatch.setattr(convert_module, "_mix_file", real)
     calls.clear()
+    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 0
+    assert _files(out / "toy-scene-binaural") == _files(reference)
+
+
+def test_a_torn_journal_line_is_ignored_and_its_file_redone(
+    tmp_path, scene_task, reference, banks, monkeypatch, capsys
+):
+    out = tmp_path / "torn"
+    real = convert_module._mix_file
+    calls = []
+
+    def dies_on_the_third_file(*args):
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(convert_module, "_mix_file", dies_on_the_third_file)
+    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 1
+    monkeypatch.setattr(convert_module, "_mix_file", real)
+    partial = out / "toy-scene-binaural.partial"
+    (journal,) = [p for p in (partial / ".journal").iterdir() if p.stat().st_size]
+    lines = journal.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 2
+    journal.write_bytes(lines[0] + lines[1][: len(lines[1]) // 2])  # killed mid-line
+    capsys.readouterr()
+    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 0
+    assert "converted 5 files" in capsys.readouterr().out  # the torn one again
+    assert _files(out / "toy-scene-binaural") == _files(reference)
+
+
+def test_a_file_is_done_only_once_its_journal_line_is_written(
+    tmp_path, scene_task, reference, banks, monkeypatch
+):
+    out = tmp_path / "killed-between"
+    real = Journal.append
+    calls = []
+
+    def dies_before_the_third_line(self, record):
+        calls.append(record)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the file's wavs are written, its line is not
+        real(self, record)
+
+    monkeypatch.setattr(Journal, "append", dies_before_the_third_line)
+    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 1
+    monkeypatch.setattr(Journal, "append", real)
+    partial = out / "toy-scene-binaural.partial"
+    lost = calls[2]
+    done = {(r["split"], r["file"]) for r in read_journal(partial)}
+    assert len(done) >= 2 and (lost["split"], lost["file"]) not in done
+    wavs = [partial / rate / lost["split"] / lost["file"] for rate in ("16000", "48000")]
+    assert all(wav.exists() for wav in wavs)
+    wavs[1].write_bytes(wavs[1].read_bytes()[:1000])  # as if killed while writing it
     assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 0
     assert _files(out / "toy-scene-binaural") == _files(reference)
 
