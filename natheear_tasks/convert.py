@@ -7,7 +7,9 @@ a scene plan from the seed and the file's identity (bank scene, SNR, noise), the
 sample rate the dry clip and noise through the scene's RIRs
 (:func:`natheear_tasks.mix.mix_scene_spectra`; files run sorted by bank scene, so the RIR
 spectra are computed once per scene and rate), level-matched and written -> the task files,
-written last.
+written last. Each worker process converts its files in a two-thread pipeline: it mixes,
+while an I/O thread reads the next file, synthesizes its noise and level-matches and writes
+the files already mixed (:func:`_convert_files`).
 
 Resumable and idempotent: the output is built in ``OUT/<name>.partial/``; a file is done
 once its scene record is in the completion journal (:mod:`natheear_tasks.journal`), which
