@@ -285,19 +285,19 @@ def _rirs_at(index: int, rate: int) -> np.ndarray:
 
 def _spectra_at(index: int, rate: int, length: int) -> tuple[torch.Tensor, int]:
     """The spectra of bank scene ``index``'s kernels (:func:`natheear_tasks.mix.scene_kernels`)
-    at ``rate`` for clips of ``length`` samples, and the FFT size; those of one scene are kept
-    while its files follow one another."""
+    at ``rate`` for clips of ``length`` samples, and the FFT size; kept (one length per rate)
+    while files of that scene and length follow one another."""
     scene, cache = _WORKER["spectra"]
     if scene != index:
         cache = {}
         _WORKER["spectra"] = (index, cache)
-    if (rate, length) not in cache:
+    if rate not in cache or cache[rate][0] != length:
         rirs = torch.from_numpy(_rirs_at(index, rate))
         mask = torch.ones(1, rirs.shape[0] - 1, dtype=torch.bool)
         kernels = scene_kernels(rirs[None, 0], rirs[None, 1:], mask)
         n = fft_length(length, rirs.shape[-1])
-        cache[rate, length] = rir_spectrum(kernels, n), n
-    return cache[rate, length]
+        cache[rate] = length, rir_spectrum(kernels, n), n
+    return cache[rate][1:]
 
 
 def plan(seed: int, identity: str, bank_size: int) -> dict:

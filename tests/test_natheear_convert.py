@@ -89,14 +89,14 @@ def test_conversion_keeps_everything_a_task_has(scene_task, reference):
     assert not list(reference.rglob("*.tmp")) and not (reference / ".journal").exists()
 
 
-def test_written_files_hold_the_scene_at_its_snr(scene_task, reference, banks):
-    bank = RirBank.open(banks["binaural"])
-    for line in (reference / "scenes.jsonl").read_text().splitlines():
+def _assert_scenes_at_their_snr(source: Path, task: Path, bank: Path, rates) -> None:
+    bank = RirBank.open(bank)
+    for line in (task / "scenes.jsonl").read_text().splitlines():
         record = json.loads(line)
-        for rate in (16000, 48000):
+        for rate in rates:
             rel = f"{rate}/{record['split']}/{record['file']}"
-            dry, _ = sf.read(str(scene_task / rel), dtype="float32")
-            out, _ = sf.read(str(reference / rel), dtype="float64")
+            dry, _ = sf.read(str(source / rel), dtype="float32")
+            out, _ = sf.read(str(task / rel), dtype="float64")
             rir = resample(bank[record["bank_scene"]].rirs[0], 48000, rate)
             wet = fft_convolve(torch.from_numpy(dry), torch.from_numpy(rir)).double().numpy()
             mixture = out.T / 10 ** (record["gain_db"][str(rate)] / 20)
@@ -106,6 +106,33 @@ def test_written_files_hold_the_scene_at_its_snr(scene_task, reference, banks):
             # level matched to the dry clip unless limited by the peak
             rms_ratio = np.sqrt(np.mean(out**2) / np.mean(dry.astype(float) ** 2))
             assert rms_ratio < 1.01 and (rms_ratio > 0.99 or np.abs(out).max() > 0.98)
+
+
+def test_written_files_hold_the_scene_at_its_snr(scene_task, reference, banks):
+    _assert_scenes_at_their_snr(scene_task, reference, banks["binaural"], (16000, 48000))
+
+
+def test_files_of_many_lengths_in_one_scene(tmp_path, banks):
+    src = write_task(tmp_path / "src", "toy-lengths", files_per_split=4, rates=(16000, 48000))
+    metadata = json.loads((src / "task_metadata.json").read_text())
+    metadata["sample_duration"] = None
+    (src / "task_metadata.json").write_text(json.dumps(metadata))
+    rng = np.random.default_rng(1)
+    for n, wav in enumerate(sorted(src.glob("16000/*/*.wav"))):
+        seconds = 0.5 + 0.25 * (n % 4)
+        for rate in (16000, 48000):
+            clip = 0.3 * rng.standard_normal(int(seconds * rate)).astype(np.float32)
+            sf.write(src / str(rate) / wav.parent.name / wav.name, clip, rate, subtype="PCM_16")
+    out = tmp_path / "out"
+    assert _convert(src, out, "ambisonics", banks["ambisonics"]) == 0
+    task = out / "toy-lengths-ambisonics"
+    records = [json.loads(line) for line in (task / "scenes.jsonl").read_text().splitlines()]
+    lengths = {}  # of the files of each bank scene
+    for r in records:
+        frames = sf.info(str(src / "16000" / r["split"] / r["file"])).frames
+        lengths.setdefault(r["bank_scene"], set()).add(frames)
+    assert max(len(v) for v in lengths.values()) >= 2
+    _assert_scenes_at_their_snr(src, task, banks["ambisonics"], (16000, 48000))
 
 
 def test_same_seed_same_bytes_whatever_the_workers(tmp_path, scene_task, reference, banks):
