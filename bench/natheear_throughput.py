@@ -4,6 +4,9 @@ For binaural and Ambisonics at 16 kHz and 48 kHz, with a warm RIR bank (simulate
 timing), in seconds of audio converted per wall second:
   * the converter end to end (``prepare`` + ``run``: validation, reading, noise synthesis,
     mixing, level matching, writing the wavs and the task files), with 1 and 2 workers;
+    each worker runs two threads (it mixes; an I/O thread reads, synthesizes the noise,
+    level-matches and writes), so one worker can keep two cores busy: the ``cpu`` column is
+    the converter's CPU time over its wall time (all its threads and processes);
   * the FFT-convolution ceiling measured in the same run: the same clips through the same
     convolutions (source clip with its source RIR, noise with the summed noise RIRs, via
     ``natheear_tasks.mix.fft_convolve``) on data already in memory, one thread per worker,
@@ -21,6 +24,7 @@ Python processes (about 2-5 s here), which the default workload amortizes.
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import sys
 import tempfile
@@ -66,6 +70,13 @@ def convolution_ceiling(task_path: Path, bank: RirBank, rate: int, seed: int) ->
     return spent
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished child processes (pool workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _nothing(item: int) -> int:
     return item
 
@@ -104,7 +115,7 @@ def main() -> None:
             "--workers 2 ('steady' leaves it out)"
         )
         print(
-            f"{'format':<11}{'rate':>6}{'workers':>8}{'converter':>11}{'steady':>9}"
+            f"{'format':<11}{'rate':>6}{'workers':>8}{'converter':>11}{'cpu':>6}{'steady':>9}"
             f"{'ceiling':>10}{'ratio':>7}   (seconds of audio per wall second)"
         )
         for fmt in ("binaural", "ambisonics"):
@@ -118,13 +129,15 @@ def main() -> None:
                     options = Options(
                         format=fmt, rirs=str(bank.path), sample_rates=[rate], workers=workers
                     )
-                    start = time.perf_counter()
+                    start, cpu = time.perf_counter(), cpu_seconds()
                     run(prepare(src, out, options))
                     wall = time.perf_counter() - start
+                    cores = (cpu_seconds() - cpu) / wall
                     steady = audio / max(wall - (startup if workers > 1 else 0.0), 1e-3)
                     print(
-                        f"{fmt:<11}{rate:>6}{workers:>8}{audio / wall:>10.0f}x{steady:>8.0f}x"
-                        f"{ceiling * workers:>9.0f}x{steady / (ceiling * workers):>7.2f}"
+                        f"{fmt:<11}{rate:>6}{workers:>8}{audio / wall:>10.0f}x{cores:>6.2f}"
+                        f"{steady:>8.0f}x{ceiling * workers:>9.0f}x"
+                        f"{steady / (ceiling * workers):>7.2f}"
                     )
                     shutil.rmtree(out)
     finally:

@@ -42,7 +42,12 @@ def _add_scene_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="HEAR task directory (task_metadata.json, <rate>/<split>/)")
     parser.add_argument("out", help="folder of output tasks (the task goes to OUT/<name>)")
     parser.add_argument("--format", required=True, choices=sorted(FORMATS))
-    parser.add_argument("--workers", type=_positive, default=1, help="processes (default 1)")
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="processes (default 1), each with a mixing and an I/O thread",
+    )
     parser.add_argument(
         "--rirs",
         metavar="BANK",

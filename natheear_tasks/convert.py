@@ -4,14 +4,19 @@ task).
 Data flow: validate the source task, the RIR bank and the noise in full (nothing is
 written on bad input) -> the RIR bank (``--rirs``, or simulated into a cache) -> per file:
 a scene plan from the seed and the file's identity (bank scene, SNR, noise), then for every
-sample rate the dry clip, RIRs and noise through :func:`natheear_tasks.mix.mix_scene`,
-level-matched and written -> the task files, written last.
+sample rate the dry clip and noise through the scene's RIRs
+(:func:`natheear_tasks.mix.mix_scene_spectra`; files run sorted by bank scene, so the RIR
+spectra are computed once per scene and rate), level-matched and written -> the task files,
+written last. Each worker process converts its files in a two-thread pipeline: it mixes,
+while an I/O thread reads the next file, synthesizes its noise and level-matches and writes
+the files already mixed (:func:`_convert_files`).
 
-Resumable and idempotent: the output is built in ``OUT/<name>.partial/``; each wav is
-written atomically and each file's scene record last (``.records/``), so a killed run
-resumes where it stopped; the folder is renamed to ``OUT/<name>`` only when every file of
-every shard is done. Shards (``num_shards``, ``shard_index``) split the files round-robin;
-the shard that completes the set finalizes the task.
+Resumable and idempotent: the output is built in ``OUT/<name>.partial/``; a file is done
+once its scene record is in the completion journal (:mod:`natheear_tasks.journal`), which
+is appended only after the file's wavs are written, so a killed run resumes where it
+stopped and rewrites any wav it left half-written; the folder is renamed to ``OUT/<name>``
+only when every file of every shard is done. Shards (``num_shards``, ``shard_index``) split
+the files round-robin; the shard that completes the set finalizes the task.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import math
 import os
 import shutil
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -31,7 +38,14 @@ import torch
 
 from natheear_tasks import localize
 from natheear_tasks.hrtf import KEMAR, load_hrtf
-from natheear_tasks.mix import NOISE_FADE_SECONDS, mix_scene
+from natheear_tasks.journal import JOURNAL_DIR, Journal, read_journal
+from natheear_tasks.mix import (
+    NOISE_FADE_SECONDS,
+    fft_length,
+    mix_scene_spectra,
+    rir_spectrum,
+    scene_kernels,
+)
 from natheear_tasks.noise import NoiseFolder, SynthesizedNoise, resample
 from natheear_tasks.pool import run_jobs
 from natheear_tasks.rirbank import FORMATS, RirBank, RirBankError
@@ -44,17 +58,18 @@ from natheear_tasks.taskdir import (
     Task,
     atomic_write_bytes,
     atomic_write_json,
-    atomic_write_wav,
     read_task,
+    wav_bytes,
 )
 
 SNR_DB = (5.0, 40.0)
 SCENES_FILE = "scenes.jsonl"
-RECORDS_DIR = ".records"
 JOB_FILE = ".natheear-job.json"
 PEAK = 0.99  # output peak limit (PCM wavs clip at 1)
 DEFAULT_BANK_SIZE = 1000
-FORMAT_VERSION = 1
+JOB_FILES = 32  # most files a worker converts in one job (one pipeline, see _convert_files)
+MAX_PENDING_WRITES = 2  # files mixed but not yet written, per worker
+FORMAT_VERSION = 2  # 2: new synthesized noise and PCM_16 rounding (output bytes differ from 1)
 
 
 class OptionError(ValueError):
@@ -251,15 +266,38 @@ _WORKER: dict = {}
 
 def _start_worker(job: Job, bank_path: Path) -> None:
     bank = RirBank.open(bank_path)
-    _WORKER.clear()
-    _WORKER.update(job=job, bank=bank)
+    _stop_worker()
+    _WORKER.update(job=job, bank=bank, journal=Journal(job.partial), spectra=(None, {}))
     _rirs_at.cache_clear()
+
+
+def _stop_worker() -> None:
+    if "journal" in _WORKER:
+        _WORKER["journal"].close()
+    _WORKER.clear()
 
 
 @lru_cache(maxsize=64)
 def _rirs_at(index: int, rate: int) -> np.ndarray:
     bank: RirBank = _WORKER["bank"]
     return resample(bank[index].rirs, bank.sample_rate, rate)
+
+
+def _spectra_at(index: int, rate: int, length: int) -> tuple[torch.Tensor, int]:
+    """The spectra of bank scene ``index``'s kernels (:func:`natheear_tasks.mix.scene_kernels`)
+    at ``rate`` for clips of ``length`` samples, and the FFT size; kept (one length per rate)
+    while files of that scene and length follow one another."""
+    scene, cache = _WORKER["spectra"]
+    if scene != index:
+        cache = {}
+        _WORKER["spectra"] = (index, cache)
+    if rate not in cache or cache[rate][0] != length:
+        rirs = torch.from_numpy(_rirs_at(index, rate))
+        mask = torch.ones(1, rirs.shape[0] - 1, dtype=torch.bool)
+        kernels = scene_kernels(rirs[None, 0], rirs[None, 1:], mask)
+        n = fft_length(length, rirs.shape[-1])
+        cache[rate] = length, rir_spectrum(kernels, n), n
+    return cache[rate][1:]
 
 
 def plan(seed: int, identity: str, bank_size: int) -> dict:
@@ -271,43 +309,88 @@ def plan(seed: int, identity: str, bank_size: int) -> dict:
     }
 
 
-def _convert_file(entry: FileEntry) -> float:
+def _prepare_file(entry: FileEntry) -> tuple[dict, dict, dict[int, tuple]]:
+    """A file's scene plan, its noise record and per rate its dry clip and noise, ``(T,)``
+    float32 each (the I/O thread's part: reading and noise synthesis)."""
     job: Job = _WORKER["job"]
-    bank: RirBank = _WORKER["bank"]
     seed = job.options.seed
-    scene = plan(seed, entry.identity, len(bank))
+    scene = plan(seed, entry.identity, len(_WORKER["bank"]))
     lengths = {rate: audio.frames for rate, audio in entry.audio.items()}
     noises, noise_record = job.noise.draw(generator(seed, "noise", entry.identity), lengths)
-    gains = {}
-    if _rirs_at(scene["bank_scene"], job.task.rates[0]).shape[0] == 1:
-        scene["snr_db"] = None  # no noise RIRs (a GRAM-release scene may have none): no noise
+    clips = {}
     for rate, audio in entry.audio.items():
         dry, _ = sf.read(str(audio.path), dtype="float32", always_2d=True)
-        dry = dry[:, 0]
-        rirs = _rirs_at(scene["bank_scene"], rate)
-        mixture = mix_scene(
-            torch.from_numpy(dry)[None],
-            torch.from_numpy(rirs[0])[None],
-            torch.from_numpy(noises[rate])[None],
-            torch.from_numpy(rirs[1:])[None],
-            torch.ones(1, rirs.shape[0] - 1, dtype=torch.bool),
-            torch.tensor([scene["snr_db"] or 0.0]),
-            rate,
-        )[0].numpy()
-        gain = _level(dry, mixture)
+        clips[rate] = dry[:, 0], noises[rate]
+    return scene, noise_record, clips
+
+
+def _mix_file(scene: dict, clips: dict[int, tuple]) -> dict[int, np.ndarray]:
+    """The mixture ``(C, T)`` at every rate (this thread's part: the convolutions); sets the
+    scene's SNR to None where the bank scene has no noise RIRs."""
+    index = scene["bank_scene"]
+    if _rirs_at(index, min(clips)).shape[0] == 1:
+        scene["snr_db"] = None  # no noise RIRs (a GRAM-release scene may have none): no noise
+    snr = torch.tensor([scene["snr_db"] or 0.0])
+    mixtures = {}
+    for rate, (dry, noise) in clips.items():
+        spectra, n = _spectra_at(index, rate, len(dry))
+        dry, noise = torch.from_numpy(dry)[None], torch.from_numpy(noise)[None]
+        mixtures[rate] = mix_scene_spectra(dry, noise, spectra, n, snr, rate)[0].numpy()
+    return mixtures
+
+
+def _write_file(
+    entry: FileEntry,
+    scene: dict,
+    noise_record: dict,
+    clips: dict[int, tuple],
+    mixtures: dict[int, np.ndarray],
+) -> None:
+    """Level-match and write a file's wavs, then its journal line: from then on the file
+    counts as done (the I/O thread's part)."""
+    job: Job = _WORKER["job"]
+    gains = {}
+    for rate, mixture in mixtures.items():
+        gain = _level(clips[rate][0], mixture)
         gains[str(rate)] = round(20 * math.log10(gain), 4) if gain > 0 else None
         path = job.partial / str(rate) / entry.split / entry.name
-        atomic_write_wav(path, (mixture * gain).T, rate, audio.subtype)
+        path.write_bytes(wav_bytes((mixture * gain).T, rate, entry.audio[rate].subtype))
     record = {
         "split": entry.split,
         "file": entry.name,
         **scene,
-        "scene": bank.records[scene["bank_scene"]],
+        "scene": _WORKER["bank"].records[scene["bank_scene"]],
         "noise": noise_record,
         "gain_db": gains,
     }
-    atomic_write_json(_record_path(job.partial, entry), record)
-    return entry.audio[job.task.rates[0]].frames / job.task.rates[0]
+    _WORKER["journal"].append(record)
+
+
+def _convert_files(entries: list[FileEntry]) -> tuple[int, float]:
+    """Convert files one after the other; returns the number of files and the seconds of
+    audio (at one rate).
+
+    A pipeline of two threads: an I/O thread reads the next file and draws its noise, then
+    level-matches and writes the files already mixed, while this thread mixes the current
+    one. The I/O thread runs its tasks one at a time in submission order, so each file's
+    wavs are written before its journal line.
+    """
+    job: Job = _WORKER["job"]
+    rate = job.task.rates[0]
+    writes: deque[Future] = deque()
+    with ThreadPoolExecutor(1, thread_name_prefix="natheear-io") as io:
+        inputs = io.submit(_prepare_file, entries[0])
+        for i, entry in enumerate(entries):
+            scene, noise_record, clips = inputs.result()
+            if i + 1 < len(entries):
+                inputs = io.submit(_prepare_file, entries[i + 1])
+            mixtures = _mix_file(scene, clips)
+            writes.append(io.submit(_write_file, entry, scene, noise_record, clips, mixtures))
+            while len(writes) > MAX_PENDING_WRITES:
+                writes.popleft().result()
+        for write in writes:
+            write.result()
+    return len(entries), sum(entry.audio[rate].frames for entry in entries) / rate
 
 
 def _level(dry: np.ndarray, mixture: np.ndarray) -> float:
@@ -320,8 +403,9 @@ def _level(dry: np.ndarray, mixture: np.ndarray) -> float:
     return gain * min(1.0, PEAK / peak) if peak > 0 else gain
 
 
-def _record_path(partial: Path, entry: FileEntry) -> Path:
-    return partial / RECORDS_DIR / entry.split / f"{entry.name}.json"
+def _done(partial: Path) -> dict[tuple[str, str], dict]:
+    """The records of the files already converted, by ``(split, file)``."""
+    return {(r["split"], r["file"]): r for r in read_journal(partial)}
 
 
 # --- the run -----------------------------------------------------------------------------
@@ -352,21 +436,37 @@ def run(job: Job) -> Summary:
     job.partial.mkdir(parents=True, exist_ok=True)
     atomic_write_json(job.partial / JOB_FILE, job.description, indent=2)
     mine = job.task.files[job.options.shard_index :: job.options.num_shards]
-    todo = [e for e in mine if not _record_path(job.partial, e).exists()]
-    # files of one bank scene one after the other: each worker resamples its RIRs once
-    todo.sort(key=lambda e: plan(job.options.seed, e.identity, len(bank))["bank_scene"])
+    done = _done(job.partial)
+    todo = [e for e in mine if (e.split, e.name) not in done]
+    # files of one bank scene and length one after the other: each worker resamples the
+    # scene's RIRs and computes their spectra once
+    todo.sort(
+        key=lambda e: (
+            plan(job.options.seed, e.identity, len(bank))["bank_scene"],
+            [e.audio[rate].frames for rate in job.task.rates],
+        )
+    )
+    for rate in job.task.rates:
+        for split in {e.split for e in todo}:
+            (job.partial / str(rate) / split).mkdir(parents=True, exist_ok=True)
     summary.skipped = len(mine) - len(todo)
-    for seconds in run_jobs(
-        _convert_file,
-        todo,
-        job.options.workers,
-        initializer=_start_worker,
-        initargs=(job, job.bank_path),
-        desc=f"{job.final.name}",
-        unit="file",
-    ):
-        summary.files += 1
-        summary.audio_seconds += seconds
+    # a few jobs per worker at least, so that the workers finish together
+    size = max(1, min(JOB_FILES, math.ceil(len(todo) / (4 * job.options.workers))))
+    try:
+        for files, seconds in run_jobs(
+            _convert_files,
+            [todo[i : i + size] for i in range(0, len(todo), size)],
+            job.options.workers,
+            initializer=_start_worker,
+            initargs=(job, job.bank_path),
+            desc=f"{job.final.name}",
+            unit="file",
+            size=len,
+        ):
+            summary.files += files
+            summary.audio_seconds += seconds
+    finally:
+        _stop_worker()  # this process's journal, when it converted the files itself
     summary.complete = finalize(job)
     summary.wall_seconds = time.time() - started
     if not summary.complete:
@@ -378,22 +478,20 @@ def run(job: Job) -> Summary:
 
 
 def finalize(job: Job) -> bool:
-    """Write the task files and publish ``OUT/<name>`` once every file's record exists."""
+    """Write the task files and publish ``OUT/<name>`` once every file is in the journal."""
     partial = job.partial
     try:
-        records = []
-        for entry in job.task.files:
-            path = _record_path(partial, entry)
-            if not path.exists():
-                return False
-            records.append(json.loads(path.read_text()))
+        done = _done(partial)
+        if any((e.split, e.name) not in done for e in job.task.files):
+            return job.final.exists()  # True when another shard finished first
+        records = [done[e.split, e.name] for e in job.task.files]
         _write_task_files(job, records)
         os.rename(partial, job.final)
     except (FileNotFoundError, OSError):
         if job.final.exists():  # another shard finished first
             return True
         raise
-    shutil.rmtree(job.final / RECORDS_DIR, ignore_errors=True)
+    shutil.rmtree(job.final / JOURNAL_DIR, ignore_errors=True)
     (job.final / JOB_FILE).unlink(missing_ok=True)
     return True
 

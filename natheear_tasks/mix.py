@@ -20,6 +20,36 @@ from torch import Tensor
 NOISE_FADE_SECONDS = 0.2
 
 
+def fft_length(signal_length: int, rir_length: int) -> int:
+    """FFT size for the linear convolution of ``signal_length`` samples with ``rir_length``
+    taps (at least their sum minus one, with small prime factors)."""
+    return scipy.fft.next_fast_len(signal_length + rir_length - 1, real=True)
+
+
+def rir_spectrum(rir: Tensor, n: int) -> Tensor:
+    """``rir (..., C, L)`` -> ``(..., C, n // 2 + 1)`` complex: its spectrum for
+    :func:`convolve_spectrum` (complex64, complex128 for float64 input)."""
+    dtype = torch.float64 if rir.dtype == torch.float64 else torch.float32
+    return torch.fft.rfft(rir.to(dtype), n=n)
+
+
+def convolve_spectrum(signal: Tensor, spectrum: Tensor, n: int) -> Tensor:
+    """:func:`fft_convolve` with the impulse response given as its spectrum.
+
+    Args:
+        signal: ``(..., T)``.
+        spectrum: ``(..., C, n // 2 + 1)`` from :func:`rir_spectrum`; leading dimensions
+            broadcast against the signal's.
+        n: the FFT size, at least ``T + L - 1`` (:func:`fft_length`).
+    Returns:
+        ``(..., C, T)``, float32 (float64 for a complex128 spectrum or float64 signal).
+    """
+    double = signal.dtype == torch.float64 or spectrum.dtype == torch.complex128
+    signal = signal.to(torch.float64 if double else torch.float32)
+    wet = torch.fft.rfft(signal, n=n).unsqueeze(-2) * spectrum
+    return torch.fft.irfft(wet, n=n)[..., : signal.shape[-1]]
+
+
 def fft_convolve(signal: Tensor, rir: Tensor) -> Tensor:
     """Linear convolution of a signal with a multi-channel impulse response, cut to ``T``.
 
@@ -31,12 +61,9 @@ def fft_convolve(signal: Tensor, rir: Tensor) -> Tensor:
         (the first ``T`` samples of the full convolution, so events keep their times).
         Computed in float32 (float64 for float64 input).
     """
-    length = signal.shape[-1]
+    n = fft_length(signal.shape[-1], rir.shape[-1])
     dtype = torch.float64 if torch.float64 in (signal.dtype, rir.dtype) else torch.float32
-    n = scipy.fft.next_fast_len(length + rir.shape[-1] - 1, real=True)
-    spectrum = torch.fft.rfft(signal.to(dtype), n=n).unsqueeze(-2)
-    spectrum = spectrum * torch.fft.rfft(rir.to(dtype), n=n)
-    return torch.fft.irfft(spectrum, n=n)[..., :length]
+    return convolve_spectrum(signal, rir_spectrum(rir.to(dtype), n), n)
 
 
 def fade(
@@ -54,6 +81,13 @@ def fade(
         ``(..., T)``; the ramp gains are ``(k + 1) / (n + 1)`` for ``k = 0..n-1``.
     """
     length = x.shape[-1]
+    if active is None and length >= 2:  # the same gains, computed for the ramps only
+        ramp = max(1, min(length // 2, round(seconds * sample_rate)))
+        gain = torch.arange(1, ramp + 1, device=x.device, dtype=torch.float32) / (ramp + 1)
+        out = x.clone()
+        out[..., :ramp] *= gain.to(x.dtype)
+        out[..., length - ramp :] *= gain.flip(0).to(x.dtype)
+        return out
     t = torch.arange(length, device=x.device, dtype=torch.float32)
     if active is None:
         start = torch.zeros((), device=x.device)
@@ -85,13 +119,30 @@ def scale_noise_to_snr(
         ``(B, C, T)``: ``a * noise`` with ``a = sqrt(E_x / E_n * 10^(-snr_db / 10))``;
         all zeros where the noise or the source has no energy.
     """
-    weight = 1.0 if active is None else active[:, None, :].to(source.dtype)
-    e_source = (source.square() * weight).sum(dim=(1, 2))
-    e_noise = (noise.square() * weight).sum(dim=(1, 2))
+    if active is None:
+        e_source, e_noise = (x.square().sum(dim=(1, 2)) for x in (source, noise))
+    else:
+        weight = active[:, None, :].to(source.dtype)
+        e_source, e_noise = ((x.square() * weight).sum(dim=(1, 2)) for x in (source, noise))
     ratio = e_source / e_noise.clamp(min=torch.finfo(e_noise.dtype).tiny)
     gain = torch.sqrt(ratio * 10.0 ** (-snr_db.to(ratio.dtype) / 10.0))
     gain = torch.where(e_noise > 0, gain, torch.zeros_like(gain))
     return noise * gain[:, None, None]
+
+
+def scene_kernels(source_rir: Tensor, noise_rirs: Tensor, noise_rir_mask: Tensor) -> Tensor:
+    """The two impulse responses of a scene: the source RIR and the sum of its real noise RIRs
+    (the same mono noise goes through every noise RIR: sum the RIRs, convolve once).
+
+    Args:
+        source_rir: ``(B, C, L)``.
+        noise_rirs: ``(B, K, C, L)``, padded to ``K`` rows.
+        noise_rir_mask: ``(B, K)`` bool, which rows are real.
+    Returns:
+        ``(B, 2, C, L)``.
+    """
+    mask = noise_rir_mask.to(noise_rirs.dtype)[:, :, None, None]
+    return torch.stack([source_rir, (noise_rirs * mask).sum(dim=1)], dim=1)
 
 
 def mix_scene(
@@ -120,10 +171,36 @@ def mix_scene(
     Returns:
         ``(B, C, T)`` mixture, float32 (float64 for float64 input).
     """
+    kernels = scene_kernels(source_rir, noise_rirs, noise_rir_mask)
+    n = fft_length(dry.shape[-1], kernels.shape[-1])
+    dtype = torch.float64 if torch.float64 in (dry.dtype, kernels.dtype) else torch.float32
+    spectra = rir_spectrum(kernels.to(dtype), n)
+    return mix_scene_spectra(dry, noise, spectra, n, snr_db, sample_rate, active)
+
+
+def mix_scene_spectra(
+    dry: Tensor,
+    noise: Tensor,
+    spectra: Tensor,
+    n: int,
+    snr_db: Tensor,
+    sample_rate: int,
+    active: Tensor | None = None,
+) -> Tensor:
+    """:func:`mix_scene` with the scene's impulse responses given as spectra, so that the
+    clips of one scene share them.
+
+    Args:
+        dry: ``(B, T)``.
+        noise: ``(B, T)``.
+        spectra: ``(B, 2, C, n // 2 + 1)`` (or ``(1, ...)`` for one scene): the
+            :func:`scene_kernels` through :func:`rir_spectrum` at ``n``.
+        n: the FFT size, at least ``T + L - 1`` (:func:`fft_length`).
+        snr_db, sample_rate, active: as for :func:`mix_scene`.
+    Returns:
+        ``(B, C, T)`` mixture, float32 (float64 for complex128 spectra).
+    """
     noise = fade(noise, sample_rate, NOISE_FADE_SECONDS, active)
-    mask = noise_rir_mask.to(noise_rirs.dtype)[:, :, None, None]
-    # The same mono noise goes through every noise RIR: sum the RIRs, convolve once.
-    noise_rir = (noise_rirs * mask).sum(dim=1)
-    wet = fft_convolve(torch.stack([dry, noise], dim=1), torch.stack([source_rir, noise_rir], 1))
+    wet = convolve_spectrum(torch.stack([dry, noise], dim=1), spectra, n)
     source, spatial_noise = wet.unbind(dim=1)
     return source + scale_noise_to_snr(source, spatial_noise, snr_db, active)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from fractions import Fraction
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -66,11 +67,19 @@ class SynthesizedNoise:
         depth = float(rng.uniform(*MODULATION_DEPTH))
         rate_hz = float(rng.uniform(*MODULATION_RATE))
         phase = float(rng.uniform(0, 2 * np.pi))
-        bins = length // 2 + 1
-        spectrum = rng.standard_normal((bins, 2), dtype=np.float32).view(np.complex64)[:, 0]
-        freqs = np.fft.rfftfreq(length, 1 / top).astype(np.float32)
-        shape = np.where(freqs >= HIGH_PASS, np.maximum(freqs, HIGH_PASS) ** (-beta / 2), 0)
-        noise = scipy.fft.irfft(spectrum * shape.astype(np.float32), length)
+        # A complex Gaussian spectrum (independent standard normal real and imaginary
+        # parts) by the Box-Muller transform of uniform numbers, several times faster than
+        # rng.standard_normal; shaped to 1 / f^beta in power, zero below the high-pass.
+        uniform = rng.random((2, length // 2 + 1), dtype=np.float32)
+        log_freqs, first = _log_frequencies(length, top)
+        amplitude = np.sqrt(-2 * np.log1p(-uniform[0]))  # 1 - u is in (0, 1]
+        amplitude *= np.exp(np.float32(-beta / 2) * log_freqs)
+        amplitude[:first] = 0
+        angle = np.float32(2 * np.pi) * uniform[1]
+        spectrum = np.empty(len(amplitude), np.complex64)
+        spectrum.real = amplitude * np.cos(angle)
+        spectrum.imag = amplitude * np.sin(angle)
+        noise = scipy.fft.irfft(spectrum, length)
         t = np.arange(length, dtype=np.float32) / top
         noise *= 1 + depth * np.sin(2 * np.pi * rate_hz * t + phase)
         noise /= max(float(np.sqrt(np.mean(noise.astype(np.float64) ** 2))), 1e-12)
@@ -81,6 +90,17 @@ class SynthesizedNoise:
             "modulation_rate_hz": round(rate_hz, 4),
         }
         return {r: _fit(resample(noise, top, r), n) for r, n in lengths.items()}, record
+
+
+@lru_cache(maxsize=16)
+def _log_frequencies(length: int, rate: int) -> tuple[np.ndarray, int]:
+    """``log f`` of the bins of a ``length``-sample rfft at ``rate`` (float32; the bins below
+    the high-pass hold ``log`` of the high-pass) and the first bin at or above it."""
+    freqs = np.fft.rfftfreq(length, 1 / rate)
+    first = int(np.searchsorted(freqs, HIGH_PASS))
+    log_freqs = np.log(np.maximum(freqs, HIGH_PASS)).astype(np.float32)
+    log_freqs.flags.writeable = False
+    return log_freqs, first
 
 
 class NoiseFolder:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -24,15 +25,18 @@ def run_jobs(
     initargs: tuple = (),
     desc: str = "",
     unit: str = "job",
+    size: Callable[[Any], int] | None = None,
 ) -> Iterator:
     """Yield ``function(item)`` for every item, in completion order.
 
     Each worker (or this process, for ``workers == 1``) runs ``initializer(*initargs)``
     once and uses one torch thread; processes start with ``spawn``, so the functions must
     be importable module-level functions. At most ``2 * workers`` jobs wait at a time.
+    The progress bar counts ``size(item)`` per item (default 1), in ``unit``.
     """
     items = list(items)
-    bar = tqdm(total=len(items), desc=desc, unit=unit)
+    size = size or (lambda item: 1)
+    bar = tqdm(total=sum(size(item) for item in items), desc=desc, unit=unit)
     try:
         if workers <= 1:
             threads = torch.get_num_threads()
@@ -40,7 +44,7 @@ def run_jobs(
                 _single_thread(initializer, initargs)
                 for item in items:
                     yield function(item)
-                    bar.update()
+                    bar.update(size(item))
             finally:
                 torch.set_num_threads(threads)
             return
@@ -51,17 +55,16 @@ def run_jobs(
             initializer=_single_thread,
             initargs=(initializer, initargs),
         ) as pool:
-            pending = set()
-            queue = iter(items)
-            for item in queue:
-                pending.add(pool.submit(function, item))
+            pending = {}
+            for item in items:
+                pending[pool.submit(function, item)] = item
                 if len(pending) >= 2 * workers:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for future in done:
                         yield future.result()
-                        bar.update()
-            for future in pending:
+                        bar.update(size(pending.pop(future)))
+            for future, item in pending.items():
                 yield future.result()
-                bar.update()
+                bar.update(size(item))
     finally:
         bar.close()

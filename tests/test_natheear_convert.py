@@ -12,6 +12,7 @@ from natheear_helpers import write_task
 
 from natheear_tasks import convert as convert_module
 from natheear_tasks.cli import main
+from natheear_tasks.journal import Journal, read_journal
 from natheear_tasks.mix import fft_convolve
 from natheear_tasks.noise import resample
 from natheear_tasks.rirbank import RirBank, direction_vector
@@ -85,17 +86,17 @@ def test_conversion_keeps_everything_a_task_has(scene_task, reference):
     for r in records:
         assert 5 <= r["snr_db"] <= 40 and r["noise"]["kind"] == "synthesized"
         assert {"room", "listener", "source", "noise"} <= set(r["scene"])
-    assert not list(reference.rglob("*.tmp")) and not (reference / ".records").exists()
+    assert not list(reference.rglob("*.tmp")) and not (reference / ".journal").exists()
 
 
-def test_written_files_hold_the_scene_at_its_snr(scene_task, reference, banks):
-    bank = RirBank.open(banks["binaural"])
-    for line in (reference / "scenes.jsonl").read_text().splitlines():
+def _assert_scenes_at_their_snr(source: Path, task: Path, bank: Path, rates) -> None:
+    bank = RirBank.open(bank)
+    for line in (task / "scenes.jsonl").read_text().splitlines():
         record = json.loads(line)
-        for rate in (16000, 48000):
+        for rate in rates:
             rel = f"{rate}/{record['split']}/{record['file']}"
-            dry, _ = sf.read(str(scene_task / rel), dtype="float32")
-            out, _ = sf.read(str(reference / rel), dtype="float64")
+            dry, _ = sf.read(str(source / rel), dtype="float32")
+            out, _ = sf.read(str(task / rel), dtype="float64")
             rir = resample(bank[record["bank_scene"]].rirs[0], 48000, rate)
             wet = fft_convolve(torch.from_numpy(dry), torch.from_numpy(rir)).double().numpy()
             mixture = out.T / 10 ** (record["gain_db"][str(rate)] / 20)
@@ -105,6 +106,33 @@ def test_written_files_hold_the_scene_at_its_snr(scene_task, reference, banks):
             # level matched to the dry clip unless limited by the peak
             rms_ratio = np.sqrt(np.mean(out**2) / np.mean(dry.astype(float) ** 2))
             assert rms_ratio < 1.01 and (rms_ratio > 0.99 or np.abs(out).max() > 0.98)
+
+
+def test_written_files_hold_the_scene_at_its_snr(scene_task, reference, banks):
+    _assert_scenes_at_their_snr(scene_task, reference, banks["binaural"], (16000, 48000))
+
+
+def test_files_of_many_lengths_in_one_scene(tmp_path, banks):
+    src = write_task(tmp_path / "src", "toy-lengths", files_per_split=4, rates=(16000, 48000))
+    metadata = json.loads((src / "task_metadata.json").read_text())
+    metadata["sample_duration"] = None
+    (src / "task_metadata.json").write_text(json.dumps(metadata))
+    rng = np.random.default_rng(1)
+    for n, wav in enumerate(sorted(src.glob("16000/*/*.wav"))):
+        seconds = 0.5 + 0.25 * (n % 4)
+        for rate in (16000, 48000):
+            clip = 0.3 * rng.standard_normal(int(seconds * rate)).astype(np.float32)
+            sf.write(src / str(rate) / wav.parent.name / wav.name, clip, rate, subtype="PCM_16")
+    out = tmp_path / "out"
+    assert _convert(src, out, "ambisonics", banks["ambisonics"]) == 0
+    task = out / "toy-lengths-ambisonics"
+    records = [json.loads(line) for line in (task / "scenes.jsonl").read_text().splitlines()]
+    lengths = {}  # of the files of each bank scene
+    for r in records:
+        frames = sf.info(str(src / "16000" / r["split"] / r["file"])).frames
+        lengths.setdefault(r["bank_scene"], set()).add(frames)
+    assert max(len(v) for v in lengths.values()) >= 2
+    _assert_scenes_at_their_snr(src, task, banks["ambisonics"], (16000, 48000))
 
 
 def test_same_seed_same_bytes_whatever_the_workers(tmp_path, scene_task, reference, banks):
@@ -135,23 +163,77 @@ def test_shards_union_equals_a_single_run(tmp_path, scene_task, reference, banks
 
 def test_killed_run_resumes_to_the_same_result(tmp_path, scene_task, reference, banks, monkeypatch):
     out = tmp_path / "killed"
-    real = convert_module._convert_file
+    real = convert_module._mix_file
     calls = []
 
-    def dies_on_the_third_file(entry):
-        calls.append(entry)
+    def dies_on_the_third_file(*args):
+        calls.append(args)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(entry)
+        return real(*args)
 
-    monkeypatch.setattr(convert_module, "_convert_file", dies_on_the_third_file)
+    monkeypatch.setattr(convert_module, "_mix_file", dies_on_the_third_file)
     assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 1
     partial = out / "toy-scene-binaural.partial"
     assert not (out / "toy-scene-binaural").exists()
-    assert len(list((partial / ".records").rglob("*.json"))) == 2
+    assert len(read_journal(partial)) == 2
     assert not list(partial.rglob("*.tmp"))
-    monkeypatch.setattr(convert_module, "_convert_file", real)
+    monkeypatch.setattr(convert_module, "_mix_file", real)
     calls.clear()
+    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 0
+    assert _files(out / "toy-scene-binaural") == _files(reference)
+
+
+def test_a_torn_journal_line_is_ignored_and_its_file_redone(
+    tmp_path, scene_task, reference, banks, monkeypatch, capsys
+):
+    out = tmp_path / "torn"
+    real = convert_module._mix_file
+    calls = []
+
+    def dies_on_the_third_file(*args):
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(convert_module, "_mix_file", dies_on_the_third_file)
+    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 1
+    monkeypatch.setattr(convert_module, "_mix_file", real)
+    partial = out / "toy-scene-binaural.partial"
+    (journal,) = [p for p in (partial / ".journal").iterdir() if p.stat().st_size]
+    lines = journal.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 2
+    journal.write_bytes(lines[0] + lines[1][: len(lines[1]) // 2])  # killed mid-line
+    capsys.readouterr()
+    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 0
+    assert "converted 5 files" in capsys.readouterr().out  # the torn one again
+    assert _files(out / "toy-scene-binaural") == _files(reference)
+
+
+def test_a_file_is_done_only_once_its_journal_line_is_written(
+    tmp_path, scene_task, reference, banks, monkeypatch
+):
+    out = tmp_path / "killed-between"
+    real = Journal.append
+    calls = []
+
+    def dies_before_the_third_line(self, record):
+        calls.append(record)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the file's wavs are written, its line is not
+        real(self, record)
+
+    monkeypatch.setattr(Journal, "append", dies_before_the_third_line)
+    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 1
+    monkeypatch.setattr(Journal, "append", real)
+    partial = out / "toy-scene-binaural.partial"
+    lost = calls[2]
+    done = {(r["split"], r["file"]) for r in read_journal(partial)}
+    assert len(done) >= 2 and (lost["split"], lost["file"]) not in done
+    wavs = [partial / rate / lost["split"] / lost["file"] for rate in ("16000", "48000")]
+    assert all(wav.exists() for wav in wavs)
+    wavs[1].write_bytes(wavs[1].read_bytes()[:1000])  # as if killed while writing it
     assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 0
     assert _files(out / "toy-scene-binaural") == _files(reference)
 

@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from natheear_tasks.mix import fade, fft_convolve, mix_scene, scale_noise_to_snr
+from natheear_tasks.mix import (
+    fade,
+    fft_convolve,
+    fft_length,
+    mix_scene,
+    mix_scene_spectra,
+    rir_spectrum,
+    scale_noise_to_snr,
+    scene_kernels,
+)
 
 
 def _energy_snr_db(source: torch.Tensor, noise: torch.Tensor, active=None) -> np.ndarray:
@@ -130,6 +139,27 @@ def test_mix_scene_measures_snr_over_the_active_span():
     source = fft_convolve(dry, rir)
     np.testing.assert_allclose(_energy_snr_db(source, mixture - source, active), snr, atol=0.01)
     torch.testing.assert_close(mixture[:, :, :1000], source[:, :, :1000], atol=1e-5, rtol=0)
+
+
+def test_clips_of_one_scene_share_its_spectra():
+    torch.manual_seed(4)
+    b, k, c, length, t, sr = 3, 3, 2, 200, 2500, 1000
+    source_rir = torch.randn(1, c, length) * torch.exp(-torch.arange(length) / 30.0)
+    noise_rirs = torch.randn(1, k, c, length)
+    mask = torch.tensor([[1, 1, 0]], dtype=torch.bool)
+    kernels = scene_kernels(source_rir, noise_rirs, mask)
+    assert kernels.shape == (1, 2, c, length)
+    torch.testing.assert_close(kernels[:, 1], noise_rirs[:, 0] + noise_rirs[:, 1])
+    n = fft_length(t, length)
+    assert n >= t + length - 1
+    spectra = rir_spectrum(kernels, n)
+    dry, noise, snr = torch.randn(b, t), torch.randn(b, t), torch.tensor([5.0, 15.0, 30.0])
+    shared = mix_scene_spectra(dry, noise, spectra, n, snr, sr)
+    assert shared.shape == (b, c, t)
+    for i in range(b):  # each clip as if mixed alone with its scene
+        one = slice(i, i + 1)
+        alone = mix_scene(dry[one], source_rir, noise[one], noise_rirs, mask, snr[one], sr)
+        torch.testing.assert_close(shared[one], alone, atol=1e-5, rtol=1e-5)
 
 
 def test_mix_scene_keeps_float64_and_handles_silent_noise():

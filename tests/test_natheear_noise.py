@@ -29,6 +29,22 @@ def test_synthesized_noise_has_its_spectral_slope_and_unit_level():
     assert np.array_equal(again[16000], clips[16000])
 
 
+def test_synthesized_noise_is_gaussian():
+    # Gaussian noise has a complex Gaussian spectrum: once the 1/f^beta shape is divided
+    # out, the power of each bin is exponentially distributed (std / mean = 1); a spectrum
+    # of fixed magnitude with random phases (not Gaussian) would give about 0.
+    rng = np.random.default_rng(7)
+    for _ in range(4):
+        clips, record = SynthesizedNoise().draw(rng, {16000: 64000})
+        freqs = np.fft.rfftfreq(64000, 1 / 16000)
+        band = (freqs > 200) & (freqs < 6000)
+        power = np.abs(np.fft.rfft(clips[16000].astype(np.float64))[band]) ** 2
+        white = power * freqs[band] ** record["spectral_slope"]
+        assert 0.9 < white.std() / white.mean() < 1.1, record
+        assert abs(np.mean(white < np.median(white)) - 0.5) < 0.01
+        assert abs(np.median(white) / white.mean() - np.log(2)) < 0.05  # exponential
+
+
 def test_noise_folder_loops_short_recordings_and_resamples(tmp_path):
     tone = np.sin(2 * np.pi * 100 * np.arange(800) / 8000).astype(np.float32)
     sf.write(tmp_path / "short.wav", tone, 8000)
