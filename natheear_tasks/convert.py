@@ -264,10 +264,27 @@ def _check_existing(job: Job) -> None:
 _WORKER: dict = {}
 
 
-def _start_worker(job: Job, bank_path: Path) -> None:
-    bank = RirBank.open(bank_path)
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What a worker needs of the job. Kept small: a spawned worker's start-up arguments
+    that overflow the pipe (64 KiB) hold the parent until that worker has imported
+    everything, so the workers would start one after the other."""
+
+    seed: int
+    noise: NoiseFolder | SynthesizedNoise
+    partial: Path
+    bank_path: Path
+    rate: int  # the rate at which a job's seconds of audio are counted
+
+    @classmethod
+    def of(cls, job: Job) -> WorkerSetup:
+        return cls(job.options.seed, job.noise, job.partial, job.bank_path, job.task.rates[0])
+
+
+def _start_worker(setup: WorkerSetup) -> None:
+    bank = RirBank.open(setup.bank_path)
     _stop_worker()
-    _WORKER.update(job=job, bank=bank, journal=Journal(job.partial), spectra=(None, {}))
+    _WORKER.update(setup=setup, bank=bank, journal=Journal(setup.partial), spectra=(None, {}))
     _rirs_at.cache_clear()
 
 
@@ -312,11 +329,11 @@ def plan(seed: int, identity: str, bank_size: int) -> dict:
 def _prepare_file(entry: FileEntry) -> tuple[dict, dict, dict[int, tuple]]:
     """A file's scene plan, its noise record and per rate its dry clip and noise, ``(T,)``
     float32 each (the I/O thread's part: reading and noise synthesis)."""
-    job: Job = _WORKER["job"]
-    seed = job.options.seed
+    setup: WorkerSetup = _WORKER["setup"]
+    seed = setup.seed
     scene = plan(seed, entry.identity, len(_WORKER["bank"]))
     lengths = {rate: audio.frames for rate, audio in entry.audio.items()}
-    noises, noise_record = job.noise.draw(generator(seed, "noise", entry.identity), lengths)
+    noises, noise_record = setup.noise.draw(generator(seed, "noise", entry.identity), lengths)
     clips = {}
     for rate, audio in entry.audio.items():
         dry, _ = sf.read(str(audio.path), dtype="float32", always_2d=True)
@@ -348,12 +365,12 @@ def _write_file(
 ) -> None:
     """Level-match and write a file's wavs, then its journal line: from then on the file
     counts as done (the I/O thread's part)."""
-    job: Job = _WORKER["job"]
+    partial = _WORKER["setup"].partial
     gains = {}
     for rate, mixture in mixtures.items():
         gain = _level(clips[rate][0], mixture)
         gains[str(rate)] = round(20 * math.log10(gain), 4) if gain > 0 else None
-        path = job.partial / str(rate) / entry.split / entry.name
+        path = partial / str(rate) / entry.split / entry.name
         path.write_bytes(wav_bytes((mixture * gain).T, rate, entry.audio[rate].subtype))
     record = {
         "split": entry.split,
@@ -375,8 +392,7 @@ def _convert_files(entries: list[FileEntry]) -> tuple[int, float]:
     one. The I/O thread runs its tasks one at a time in submission order, so each file's
     wavs are written before its journal line.
     """
-    job: Job = _WORKER["job"]
-    rate = job.task.rates[0]
+    rate = _WORKER["setup"].rate
     writes: deque[Future] = deque()
     with ThreadPoolExecutor(1, thread_name_prefix="natheear-io") as io:
         inputs = io.submit(_prepare_file, entries[0])
@@ -458,7 +474,7 @@ def run(job: Job) -> Summary:
             [todo[i : i + size] for i in range(0, len(todo), size)],
             job.options.workers,
             initializer=_start_worker,
-            initargs=(job, job.bank_path),
+            initargs=(WorkerSetup.of(job),),
             desc=f"{job.final.name}",
             unit="file",
             size=len,
