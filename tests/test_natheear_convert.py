@@ -161,25 +161,31 @@ def test_shards_union_equals_a_single_run(tmp_path, scene_task, reference, banks
     assert _files(out / "toy-scene-binaural") == _files(reference)
 
 
-def test_killed_run_resumes_to_the_same_result(tmp_path, scene_task, reference, banks, monkeypatch):
-    out = tmp_path / "killed"
-    real = convert_module._mix_file
+_MIX_FILE = convert_module._mix_file
+
+
+def _interrupt_on_the_third_file(monkeypatch) -> None:
+    """Make the converter stop (as on Ctrl-C) while it mixes the third file."""
     calls = []
 
     def dies_on_the_third_file(*args):
         calls.append(args)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(*args)
+        return _MIX_FILE(*args)
 
     monkeypatch.setattr(convert_module, "_mix_file", dies_on_the_third_file)
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path, scene_task, reference, banks, monkeypatch):
+    out = tmp_path / "killed"
+    _interrupt_on_the_third_file(monkeypatch)
     assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 1
     partial = out / "toy-scene-binaural.partial"
     assert not (out / "toy-scene-binaural").exists()
     assert len(read_journal(partial)) == 2
     assert not list(partial.rglob("*.tmp"))
-    monkeypatch.setattr(convert_module, "_mix_file", real)
-    calls.clear()
+    monkeypatch.setattr(convert_module, "_mix_file", _MIX_FILE)
     assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 0
     assert _files(out / "toy-scene-binaural") == _files(reference)
 
@@ -188,18 +194,9 @@ def test_a_torn_journal_line_is_ignored_and_its_file_redone(
     tmp_path, scene_task, reference, banks, monkeypatch, capsys
 ):
     out = tmp_path / "torn"
-    real = convert_module._mix_file
-    calls = []
-
-    def dies_on_the_third_file(*args):
-        calls.append(args)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(convert_module, "_mix_file", dies_on_the_third_file)
+    _interrupt_on_the_third_file(monkeypatch)
     assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 1
-    monkeypatch.setattr(convert_module, "_mix_file", real)
+    monkeypatch.setattr(convert_module, "_mix_file", _MIX_FILE)
     partial = out / "toy-scene-binaural.partial"
     (journal,) = [p for p in (partial / ".journal").iterdir() if p.stat().st_size]
     lines = journal.read_bytes().splitlines(keepends=True)
