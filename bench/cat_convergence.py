@@ -159,8 +159,9 @@ def chunk_inputs(waves: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     probe files are shorter than 2 s, so one chunk each; computed once for every model)."""
     chunks, valid = [], []
     window, fb = feat.analysis_window(), feat.mel_filterbank()
-    for wave in waves:
-        ((chunk, frames),) = iter_chunks(torch.from_numpy(wave), "binaural", window, fb, 200)
+    for wave in map(torch.from_numpy, waves):
+        read = lambda start, stop, wave=wave: wave[:, start:stop]  # noqa: E731
+        ((chunk, frames),) = iter_chunks(read, wave.shape[-1], "binaural", window, fb, 200)
         chunks.append(chunk)
         valid.append(frames)
     return torch.cat(chunks), torch.cat(valid)

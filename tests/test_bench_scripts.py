@@ -1,0 +1,68 @@
+"""The benchmark scripts run end to end at a tiny size and print their figures.
+
+They are not tests of speed (their figures are not checked); these runs keep them working
+as the code they call changes.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(script: str, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def _rows(stdout: str, first: str) -> list[list[str]]:
+    return [line.split() for line in stdout.splitlines() if line.split()[:1] == [first]]
+
+
+def test_embed_throughput():
+    out = _run("embed_throughput.py", "--clips", "1", "--repeats", "1", "--minutes", "0.2")
+    (ratio,) = [line.split()[2] for line in out.splitlines() if line.startswith("fp32 ratio")]
+    assert float(ratio.rstrip("%")) > 0
+    assert "bf16 cosine to fp32" in out and "peak RSS" in out
+
+
+def test_natheear_throughput(tmp_path):
+    out = _run(
+        "natheear_throughput.py", "--clips", "6", "--seconds", "0.5", "--bank-scenes", "2",
+        "--work", str(tmp_path),
+    )  # fmt: skip
+    for fmt in ("binaural", "ambisonics"):
+        rows = _rows(out, fmt)  # 16 and 48 kHz, 1 and 2 workers
+        assert [row[1:3] for row in rows] == [[r, w] for r in ("16000", "48000") for w in "12"]
+        assert all(float(row[-2].rstrip("x")) > 0 for row in rows)  # the ceiling
+    assert not any(tmp_path.iterdir())  # its temporary tasks are removed
+
+
+def test_train_throughput():
+    out = _run("train_throughput.py", "--configs", "toy", "--device", "cpu", "--steps", "1",
+               "--repeats", "1")  # fmt: skip
+    (row,) = _rows(out, "toy")
+    assert float(row[6]) > 0  # the ratio to the ceiling
+
+
+def test_cat_convergence(tmp_path):
+    png = tmp_path / "curves.png"
+    out = _run(
+        "cat_convergence.py", "--steps", "2", "--eval-every", "2", "--clips", "4",
+        "--train-scenes", "2", "--probe-scenes", "8", "--png", str(png),
+    )  # fmt: skip
+    for model in ("GRAM", "CAT"):
+        assert {row.split()[-4] for row in out.splitlines() if row.startswith(model)} >= {"0", "2"}
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
