@@ -6,9 +6,9 @@ At toy scale, on synthetic naturalistic scenes, on this machine's CPU:
 1. Data: synthetic clips and coloured noise (``training.synthetic``), and two binaural RIR
    banks simulated by ``natheear_tasks`` (KEMAR HRTFs in random shoebox rooms): one mixes
    the pretraining scenes, the other the probe task.
-2. A small Nat-HEAR task: ``natheear_tasks.synth``'s speech commands (ten words spoken by
+2. A small Nat-HEAR task: ``natheear_tasks.demo.synth``'s speech commands (ten words spoken by
    espeak-ng and flite voices, 1-s clips), each placed in a scene of the probe bank with
-   coloured noise at 5-40 dB SNR through ``natheear_tasks.mix.mix_scene`` (the code that
+   coloured noise at 5-40 dB SNR through ``natheear_tasks.simulation.mix.mix_scene`` (the code that
    converts HEAR tasks), labelled with its word and its source direction. The probes train
    on the task's train speakers in the first three quarters of the bank's scenes and are
    tested on its valid and test speakers in the last quarter (voices, rooms and directions
@@ -50,11 +50,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hear_gram import features as feat  # noqa: E402
 from hear_gram.checkpoint import load_encoder  # noqa: E402
 from hear_gram.chunking import iter_chunks  # noqa: E402
-from natheear_tasks import synth  # noqa: E402
-from natheear_tasks.hrtf import load_kemar  # noqa: E402
-from natheear_tasks.mix import mix_scene  # noqa: E402
-from natheear_tasks.rirbank import collate_scenes, direction_vector  # noqa: E402
-from natheear_tasks.rirs import SimulationSettings, build_bank  # noqa: E402
+from natheear_tasks.demo import synth  # noqa: E402
+from natheear_tasks.simulation.hrtf import load_kemar  # noqa: E402
+from natheear_tasks.simulation.mix import mix_scene  # noqa: E402
+from natheear_tasks.simulation.rirbank import collate_scenes, direction_vector  # noqa: E402
+from natheear_tasks.simulation.rirs import SimulationSettings, build_bank  # noqa: E402
 from training import config as configuration  # noqa: E402
 from training import pretrain  # noqa: E402
 from training.export import export  # noqa: E402

@@ -9,7 +9,8 @@ timing), in seconds of audio converted per wall second:
     the converter's CPU time over its wall time (all its threads and processes);
   * the FFT-convolution ceiling measured in the same run: the same clips through the same
     convolutions (source clip with its source RIR, noise with the summed noise RIRs, via
-    ``natheear_tasks.mix.fft_convolve``) on data already in memory, one thread per worker,
+    ``natheear_tasks.simulation.mix.fft_convolve``) on data already in memory, one thread per
+    worker,
     with perfect scaling across workers assumed;
 and their ratio.
 
@@ -39,14 +40,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from natheear_helpers import write_task  # noqa: E402
 
-from natheear_tasks.convert import Options, plan, prepare, run  # noqa: E402
-from natheear_tasks.hrtf import load_kemar  # noqa: E402
-from natheear_tasks.mix import fft_convolve  # noqa: E402
-from natheear_tasks.noise import resample  # noqa: E402
 from natheear_tasks.pool import run_jobs  # noqa: E402
-from natheear_tasks.rirbank import RirBank  # noqa: E402
-from natheear_tasks.rirs import build_bank  # noqa: E402
-from natheear_tasks.taskdir import read_task  # noqa: E402
+from natheear_tasks.simulation.hrtf import load_kemar  # noqa: E402
+from natheear_tasks.simulation.mix import fft_convolve  # noqa: E402
+from natheear_tasks.simulation.noise import resample  # noqa: E402
+from natheear_tasks.simulation.rirbank import RirBank  # noqa: E402
+from natheear_tasks.simulation.rirs import build_bank  # noqa: E402
+from natheear_tasks.tasks.convert import Options, plan, prepare, run  # noqa: E402
+from natheear_tasks.tasks.taskdir import read_task  # noqa: E402
 
 
 def convolution_ceiling(task_path: Path, bank: RirBank, rate: int, seed: int) -> float:

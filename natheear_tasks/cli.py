@@ -21,12 +21,14 @@ import sys
 import time
 from pathlib import Path
 
-from natheear_tasks import demo, evaluate, synth
-from natheear_tasks.convert import OptionError, Options, prepare, run
-from natheear_tasks.hrtf import KEMAR, SPHERICAL_HEAD, HrtfError, load_hrtf
-from natheear_tasks.noise import NoiseError
-from natheear_tasks.rirbank import FORMATS, RirBankError
-from natheear_tasks.taskdir import TaskError
+from natheear_tasks.demo import job as demo
+from natheear_tasks.demo import synth
+from natheear_tasks.evaluation import evaluate
+from natheear_tasks.simulation.hrtf import KEMAR, SPHERICAL_HEAD, HrtfError, load_hrtf
+from natheear_tasks.simulation.noise import NoiseError
+from natheear_tasks.simulation.rirbank import FORMATS, RirBankError
+from natheear_tasks.tasks.convert import OptionError, Options, prepare, run
+from natheear_tasks.tasks.taskdir import TaskError
 
 INPUT_ERRORS = (TaskError, RirBankError, NoiseError, HrtfError, OptionError, FileExistsError)
 
@@ -160,7 +162,7 @@ def _convert(args: argparse.Namespace, localization: bool) -> int:
 
 
 def _rirs(args: argparse.Namespace) -> int:
-    from natheear_tasks.rirs import build_bank
+    from natheear_tasks.simulation.rirs import build_bank
 
     started = time.time()
     hrtf = load_hrtf(args.hrtf) if args.format == "binaural" else None
@@ -175,7 +177,7 @@ def _rirs(args: argparse.Namespace) -> int:
 
 
 def _preview(args: argparse.Namespace) -> int:
-    from natheear_tasks.preview import PreviewError, write_preview
+    from natheear_tasks.tasks.preview import PreviewError, write_preview
 
     try:
         write_preview(Path(args.wav), Path(args.out))

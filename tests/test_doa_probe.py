@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from hear_gram import features as feat
-from natheear_tasks import doa_probe
-from natheear_tasks.doa_probe import Split, doa_error_deg
+from natheear_tasks.evaluation import doa_probe
+from natheear_tasks.evaluation.doa_probe import Split, doa_error_deg
 
 
 def test_doa_error_hand_worked():

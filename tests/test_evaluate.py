@@ -10,7 +10,7 @@ from natheear_helpers import write_task
 from hear_gram.checkpoint import save_checkpoint
 from hear_gram.gram import GramEncoder
 from natheear_tasks.cli import main
-from natheear_tasks.convert import Options, prepare, run
+from natheear_tasks.tasks.convert import Options, prepare, run
 
 pytestmark = pytest.mark.slow
 

@@ -38,7 +38,7 @@ def test_patched_predictions_runner_scores_scene_event_and_kfold_tasks(tmp_path)
     embed = _run(
         [
             "-m",
-            "natheear_tasks.heareval_embed",
+            "natheear_tasks.evaluation.heareval_embed",
             "natheear_tasks.baselines.logmel",
             "--tasks-dir",
             str(tasks),
@@ -53,7 +53,7 @@ def test_patched_predictions_runner_scores_scene_event_and_kfold_tasks(tmp_path)
     (root,) = (tmp_path / "embeddings").iterdir()  # <module>-<options>
     dirs = [root / name for name in ("scene", "event", "kfold")]
     predict = _run(
-        ["-m", "natheear_tasks.heareval_predict", *map(str, dirs), "--grid", "faster"]
+        ["-m", "natheear_tasks.evaluation.heareval_predict", *map(str, dirs), "--grid", "faster"]
         + ["--grid-points", "2"],
         tmp_path,
     )
@@ -74,7 +74,7 @@ def test_fix_test_epoch_makes_lightning_report_the_best_epoch(monkeypatch):
     import pytorch_lightning as pl
     from heareval.predictions import task_predictions as tp
 
-    from natheear_tasks import heareval_predict
+    from natheear_tasks.evaluation import heareval_predict
 
     seen = []
 
@@ -113,7 +113,7 @@ def test_embeddings_runner_starts_when_only_torch_sees_a_gpu(tmp_path):
             print("plain import refused:", error)
         for name in [m for m in sys.modules if m.startswith("heareval.embeddings.runner")]:
             del sys.modules[name]
-        from natheear_tasks.heareval_embed import import_runner
+        from natheear_tasks.evaluation.heareval_embed import import_runner
         print("wrapper imported", import_runner().runner.name)
         """
     )

@@ -13,8 +13,8 @@ import torch
 from natheear_helpers import write_task
 
 from natheear_tasks.cli import main
-from natheear_tasks.rirbank import RirBank
-from natheear_tasks.rirs import SimulationSettings, build_bank
+from natheear_tasks.simulation.rirbank import RirBank
+from natheear_tasks.simulation.rirs import SimulationSettings, build_bank
 
 FAST = SimulationSettings(n_rays=3000, max_seconds=0.5)
 
@@ -68,7 +68,7 @@ def test_preview_draws_ambisonics_and_binaural_clips(tmp_path, capsys):
 
 
 def test_intensity_direction_of_a_plane_wave():
-    from natheear_tasks.preview import intensity_directions
+    from natheear_tasks.tasks.preview import intensity_directions
 
     rate = 16000
     s = np.random.default_rng(0).standard_normal(rate)
@@ -106,7 +106,7 @@ def _embed(bin_dir, module: str, model, tasks, embeddings) -> None:
 
 @pytest.mark.slow
 def test_heareval_embeds_converted_and_localization_tasks(tmp_path, bin_dir):
-    from natheear_tasks.hrtf import load_kemar
+    from natheear_tasks.simulation.hrtf import load_kemar
 
     torch.manual_seed(0)
     src = write_task(tmp_path / "src", rates=(16000,), files_per_split=2, seconds=1.0)

@@ -10,13 +10,13 @@ import soundfile as sf
 import torch
 from natheear_helpers import write_task
 
-from natheear_tasks import convert as convert_module
 from natheear_tasks.cli import main
-from natheear_tasks.journal import Journal, read_journal
-from natheear_tasks.mix import fft_convolve
-from natheear_tasks.noise import resample
-from natheear_tasks.rirbank import RirBank, direction_vector
-from natheear_tasks.rirs import SimulationSettings, build_bank
+from natheear_tasks.simulation.mix import fft_convolve
+from natheear_tasks.simulation.noise import resample
+from natheear_tasks.simulation.rirbank import RirBank, direction_vector
+from natheear_tasks.simulation.rirs import SimulationSettings, build_bank
+from natheear_tasks.tasks import convert as convert_module
+from natheear_tasks.tasks.journal import Journal, read_journal
 
 FAST = SimulationSettings(n_rays=3000, max_seconds=0.5)
 
@@ -24,7 +24,7 @@ FAST = SimulationSettings(n_rays=3000, max_seconds=0.5)
 @pytest.fixture(scope="session")
 def banks(tmp_path_factory) -> dict[str, Path]:
     """Tiny RIR banks at 48 kHz (3 scenes each)."""
-    from natheear_tasks.hrtf import load_kemar
+    from natheear_tasks.simulation.hrtf import load_kemar
 
     root = tmp_path_factory.mktemp("banks")
     return {

@@ -1,8 +1,8 @@
-"""natheear_tasks.journal: append-only completion records that survive a kill."""
+"""natheear_tasks.tasks.journal: append-only completion records that survive a kill."""
 
 import json
 
-from natheear_tasks.journal import JOURNAL_DIR, Journal, read_journal
+from natheear_tasks.tasks.journal import JOURNAL_DIR, Journal, read_journal
 
 
 def test_records_read_back_from_every_writer(tmp_path):

@@ -1,10 +1,10 @@
-"""natheear_tasks.mix: convolution, fades, SNR scaling and scene mixing."""
+"""natheear_tasks.simulation.mix: convolution, fades, SNR scaling and scene mixing."""
 
 import numpy as np
 import pytest
 import torch
 
-from natheear_tasks.mix import (
+from natheear_tasks.simulation.mix import (
     fade,
     fft_convolve,
     fft_length,

@@ -1,11 +1,11 @@
-"""natheear_tasks.noise: synthesized noise and noise recordings."""
+"""natheear_tasks.simulation.noise: synthesized noise and noise recordings."""
 
 import numpy as np
 import pytest
 import soundfile as sf
 from scipy.signal import welch
 
-from natheear_tasks.noise import NoiseError, NoiseFolder, SynthesizedNoise
+from natheear_tasks.simulation.noise import NoiseError, NoiseFolder, SynthesizedNoise
 
 
 def test_synthesized_noise_has_its_spectral_slope_and_unit_level():

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from scipy.signal import butter, csd, sosfiltfilt, stft, welch
 
-from natheear_tasks import hrtf, rirs
-from natheear_tasks.rooms import Scene, place, sample_scene
+from natheear_tasks.simulation import hrtf, rirs
+from natheear_tasks.simulation.rooms import Scene, place, sample_scene
 
 RATE = 16000
 FAST = rirs.SimulationSettings(n_rays=4000)

@@ -1,11 +1,12 @@
-"""natheear_tasks.rirbank: writing, resuming and reading RIR banks (ours and GRAM releases)."""
+"""natheear_tasks.simulation.rirbank: writing, resuming and reading RIR banks (ours, GRAM
+releases)."""
 
 import json
 
 import numpy as np
 import pytest
 
-from natheear_tasks.rirbank import (
+from natheear_tasks.simulation.rirbank import (
     RirBank,
     RirBankError,
     RirBankWriter,

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from natheear_tasks import scoring
-from natheear_tasks.scoring import ReferenceError, References, normalized_score
+from natheear_tasks.evaluation import scoring
+from natheear_tasks.evaluation.scoring import ReferenceError, References, normalized_score
 
 METRICS = {"words": "top1_acc", "where": "mean_doa_error_deg", "when": "segment_1s_er"}
 

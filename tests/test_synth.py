@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from natheear_tasks import synth
-from natheear_tasks.taskdir import read_task
+from natheear_tasks.demo import synth
+from natheear_tasks.tasks.taskdir import read_task
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from natheear_tasks.rirbank import RirBankWriter
+from natheear_tasks.simulation.rirbank import RirBankWriter
 from training.data import ClipStream, open_source
 from training.scenes import SceneSampler, render
 from training.synthetic import synth_rirs, write_noise, write_shards

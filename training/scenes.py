@@ -22,9 +22,9 @@ import torch
 from torch import Tensor
 
 from hear_gram.features import SAMPLE_RATE
-from natheear_tasks.mix import fft_convolve, mix_scene
-from natheear_tasks.noise import SynthesizedNoise
-from natheear_tasks.rirbank import RirBank, collate_scenes
+from natheear_tasks.simulation.mix import fft_convolve, mix_scene
+from natheear_tasks.simulation.noise import SynthesizedNoise
+from natheear_tasks.simulation.rirbank import RirBank, collate_scenes
 from training.data import ClipIndex, decode_audio, open_source, prepare_clip
 
 SYNTHETIC = "synthetic"

@@ -27,7 +27,7 @@ import soundfile as sf
 from webdataset import TarWriter
 
 from hear_gram.features import AUDIO_CHANNELS, SAMPLE_RATE
-from natheear_tasks.rirbank import RirBankWriter
+from natheear_tasks.simulation.rirbank import RirBankWriter
 
 RATES = (16000, 32000, 44100, 48000)
 

@@ -5,14 +5,14 @@ Data flow: validate the source task, the RIR bank and the noise in full (nothing
 written on bad input) -> the RIR bank (``--rirs``, or simulated into a cache) -> per file:
 a scene plan from the seed and the file's identity (bank scene, SNR, noise), then for every
 sample rate the dry clip and noise through the scene's RIRs
-(:func:`natheear_tasks.mix.mix_scene_spectra`; files run sorted by bank scene, so the RIR
+(:func:`natheear_tasks.simulation.mix.mix_scene_spectra`; files run sorted by bank scene, so the RIR
 spectra are computed once per scene and rate), level-matched and written -> the task files,
 written last. Each worker process converts its files in a two-thread pipeline: it mixes,
 while an I/O thread reads the next file, synthesizes its noise and level-matches and writes
 the files already mixed (:func:`_convert_files`).
 
 Resumable and idempotent: the output is built in ``OUT/<name>.partial/``; a file is done
-once its scene record is in the completion journal (:mod:`natheear_tasks.journal`), which
+once its scene record is in the completion journal (:mod:`natheear_tasks.tasks.journal`), which
 is appended only after the file's wavs are written, so a killed run resumes where it
 stopped and rewrites any wav it left half-written; the folder is renamed to ``OUT/<name>``
 only when every file of every shard is done. Shards (``num_shards``, ``shard_index``) split
@@ -36,22 +36,22 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from natheear_tasks import localize
-from natheear_tasks.hrtf import KEMAR, load_hrtf
-from natheear_tasks.journal import JOURNAL_DIR, Journal, read_journal
-from natheear_tasks.mix import (
+from natheear_tasks.pool import run_jobs
+from natheear_tasks.seeding import generator
+from natheear_tasks.simulation.hrtf import KEMAR, load_hrtf
+from natheear_tasks.simulation.mix import (
     NOISE_FADE_SECONDS,
     fft_length,
     mix_scene_spectra,
     rir_spectrum,
     scene_kernels,
 )
-from natheear_tasks.noise import NoiseFolder, SynthesizedNoise, resample
-from natheear_tasks.pool import run_jobs
-from natheear_tasks.rirbank import FORMATS, RirBank, RirBankError
-from natheear_tasks.rirs import SimulationSettings, bank_generator, build_bank
-from natheear_tasks.seeding import generator
-from natheear_tasks.taskdir import (
+from natheear_tasks.simulation.noise import NoiseFolder, SynthesizedNoise, resample
+from natheear_tasks.simulation.rirbank import FORMATS, RirBank, RirBankError
+from natheear_tasks.simulation.rirs import SimulationSettings, bank_generator, build_bank
+from natheear_tasks.tasks import localize
+from natheear_tasks.tasks.journal import JOURNAL_DIR, Journal, read_journal
+from natheear_tasks.tasks.taskdir import (
     METADATA,
     VOCABULARY,
     FileEntry,
@@ -301,9 +301,10 @@ def _rirs_at(index: int, rate: int) -> np.ndarray:
 
 
 def _spectra_at(index: int, rate: int, length: int) -> tuple[torch.Tensor, int]:
-    """The spectra of bank scene ``index``'s kernels (:func:`natheear_tasks.mix.scene_kernels`)
-    at ``rate`` for clips of ``length`` samples, and the FFT size; kept (one length per rate)
-    while files of that scene and length follow one another."""
+    """The spectra of bank scene ``index``'s kernels
+    (:func:`natheear_tasks.simulation.mix.scene_kernels`) at ``rate`` for clips of ``length``
+    samples, and the FFT size; kept (one length per rate) while files of that scene and length
+    follow one another."""
     scene, cache = _WORKER["spectra"]
     if scene != index:
         cache = {}

@@ -30,8 +30,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from natheear_tasks import evaluate, report, scoring, synth
-from natheear_tasks.evaluate import PACKAGE_ROOT, ModelSpec, Settings
+from natheear_tasks.demo import synth
+from natheear_tasks.evaluation import evaluate, report, scoring
+from natheear_tasks.evaluation.evaluate import PACKAGE_ROOT, ModelSpec, Settings
 
 RELEASED = "labhamlet/gramt-binaural"
 RATE = synth.SAMPLE_RATE
@@ -118,8 +119,8 @@ def _python(args: list[str], what: str) -> None:
 
 def make_banks(out: Path, workers: int, counts: dict[str, int]) -> str:
     """Simulate the binaural (32 kHz) and Ambisonics (16 kHz) RIR banks (resumable)."""
-    from natheear_tasks.hrtf import KEMAR, load_hrtf
-    from natheear_tasks.rirs import build_bank
+    from natheear_tasks.simulation.hrtf import KEMAR, load_hrtf
+    from natheear_tasks.simulation.rirs import build_bank
 
     binaural = build_bank(
         out / "binaural-32k", "binaural", TRAIN_RATE, counts["binaural"], seed=0,
@@ -133,7 +134,7 @@ def make_banks(out: Path, workers: int, counts: dict[str, int]) -> str:
 
 def make_tasks(hear: Path, banks: Path, out: Path, workers: int) -> str:
     """Convert the synthetic tasks into the Nat-HEAR tasks of :data:`NATHEEAR_TASKS`."""
-    from natheear_tasks.convert import Options, prepare, run
+    from natheear_tasks.tasks.convert import Options, prepare, run
 
     bank_of = {"binaural": banks / "binaural-32k", "ambisonics": banks / "ambisonics-16k"}
     made = []

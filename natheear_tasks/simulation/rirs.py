@@ -36,12 +36,12 @@ import pyroomacoustics as pra
 import scipy.fft
 from scipy.signal import ShortTimeFFT
 
-from natheear_tasks import rooms
-from natheear_tasks.hrtf import HrtfSet, fibonacci_sphere
 from natheear_tasks.pool import run_jobs
-from natheear_tasks.rirbank import RirBank, RirBankWriter
-from natheear_tasks.rooms import SPEED_OF_SOUND, Scene, sabine_absorption
 from natheear_tasks.seeding import derive_seed, generator
+from natheear_tasks.simulation import rooms
+from natheear_tasks.simulation.hrtf import HrtfSet, fibonacci_sphere
+from natheear_tasks.simulation.rirbank import RirBank, RirBankWriter
+from natheear_tasks.simulation.rooms import SPEED_OF_SOUND, Scene, sabine_absorption
 
 FRACTIONAL_DELAY_HALF_WIDTH = 32  # taps each side of a windowed-sinc fractional delay
 TAIL_MAX_DENSITY = 10000.0  # reflections per second, as pyroomacoustics

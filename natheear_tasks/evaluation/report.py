@@ -1,6 +1,6 @@
 """The evaluation report: the Markdown table and the PNG plots of a ``summary.json``.
 
-Summary layout (written by :mod:`natheear_tasks.evaluate`)::
+Summary layout (written by :mod:`natheear_tasks.evaluation.evaluate`)::
 
     {"models": [{"label", "module", "model", "options", "status": "ok" | "unavailable" |
                  "failed", "reason"}],
@@ -16,7 +16,7 @@ import io
 import math
 from pathlib import Path
 
-from natheear_tasks.taskdir import atomic_write_bytes
+from natheear_tasks.tasks.taskdir import atomic_write_bytes
 
 METRIC_NAMES = {
     "mean_doa_error_deg": "DoA error, mean / median",

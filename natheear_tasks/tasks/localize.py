@@ -10,8 +10,8 @@ such labels as they are) and ``labelvocabulary.csv`` names the three components.
 
 from __future__ import annotations
 
-from natheear_tasks.rirbank import direction_vector
-from natheear_tasks.taskdir import Task
+from natheear_tasks.simulation.rirbank import direction_vector
+from natheear_tasks.tasks.taskdir import Task
 
 PREDICTION_TYPE = "localization"
 EVALUATION = ["mean_doa_error_deg", "median_doa_error_deg"]

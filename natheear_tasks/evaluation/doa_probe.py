@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from natheear_tasks.taskdir import atomic_write_json
+from natheear_tasks.tasks.taskdir import atomic_write_json
 
 # Scores of a localization task, each a reduction of the per-file DoA errors; the task's
 # primary metric (the first of its metadata's "evaluation") drives model selection.

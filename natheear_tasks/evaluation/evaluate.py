@@ -8,8 +8,9 @@ Data flow, per model::
         localization tasks           --doa_probe (MLP -> direction)-> test.doa-scores.json
     all models  -->  OUT/summary.json, OUT/summary.md, OUT/scores.png, OUT/doa_errors.png
 
-The heareval runners run as subprocesses through :mod:`natheear_tasks.heareval_embed` and
-:mod:`natheear_tasks.heareval_predict` (which fix them at run time); their output goes to
+The heareval runners run as subprocesses through
+:mod:`natheear_tasks.evaluation.heareval_embed` and
+:mod:`natheear_tasks.evaluation.heareval_predict` (which fix them at run time); their output goes to
 ``OUT/runs/<label>/{embeddings,predictions}.log``. A task already scored for a model is
 skipped unless ``--force``; ``OUT/runs/<label>/model.json`` records which weights and probe
 settings made the scores, and a run with other weights or settings under the same label
@@ -32,8 +33,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from natheear_tasks import doa_probe, localize, report, scoring
-from natheear_tasks.taskdir import atomic_write_bytes, atomic_write_json
+from natheear_tasks.evaluation import doa_probe, report, scoring
+from natheear_tasks.tasks import localize
+from natheear_tasks.tasks.taskdir import atomic_write_bytes, atomic_write_json
 
 HEAREVAL_SCORES = "test.predicted-scores.json"
 HEAREVAL_DONE = "prediction-done.json"
@@ -41,7 +43,7 @@ GRID_NAMES = tuple(doa_probe.GRIDS)
 TF_CHATTER = ("WARNING: All log messages", "I0000", "W0000", "E0000")
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _HUB_REF = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 class UsageError(ValueError):
@@ -518,7 +520,7 @@ def _embed(spec: ModelSpec, weights: Path | None, tasks: list[TaskInfo], run_dir
     staging.mkdir()
     for task in tasks:
         (staging / task.name).symlink_to(task.path.resolve(), target_is_directory=True)
-    command = [sys.executable, "-m", "natheear_tasks.heareval_embed", spec.module]
+    command = [sys.executable, "-m", "natheear_tasks.evaluation.heareval_embed", spec.module]
     if weights is not None:
         command += ["--model", str(weights)]
     command += [
@@ -549,7 +551,8 @@ def _predict(spec: ModelSpec, tasks: list[TaskInfo], run_dir: Path, settings: Se
             f"[{spec.label}] heareval predictions for {len(heareval_dirs)} task(s) "
             f"(log: {run_dir / 'predictions.log'})"
         )
-        command = [sys.executable, "-m", "natheear_tasks.heareval_predict", *heareval_dirs]
+        command = [sys.executable, "-m", "natheear_tasks.evaluation.heareval_predict"]
+        command += heareval_dirs
         command += ["--grid", settings.grid, "--grid-points", str(settings.grid_points)]
         _run_logged(command, run_dir / "predictions.log", f"predictions of {spec.label}")
     for task in tasks:
@@ -567,7 +570,7 @@ def summarize(
     settings: Settings,
     references: scoring.References | None,
 ) -> dict:
-    """The ``summary.json`` content (see :mod:`natheear_tasks.report`)."""
+    """The ``summary.json`` content (see :mod:`natheear_tasks.evaluation.report`)."""
     scores = {r.spec.label: r.scores for r in results}
     s_m = None
     if references is not None:

@@ -1,0 +1,3 @@
+"""Writing HEAR task folders: reading and validating tasks (``taskdir``), Nat-HEAR conversion
+(``convert``, with its resume ``journal``), localization tasks (``localize``) and previews
+(``preview``)."""
