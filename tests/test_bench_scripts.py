@@ -66,3 +66,10 @@ def test_cat_convergence(tmp_path):
     for model in ("GRAM", "CAT"):
         assert {row.split()[-4] for row in out.splitlines() if row.startswith(model)} >= {"0", "2"}
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_determinism():
+    out = _run("determinism.py", "--quick", "--parts", "embeddings", "probe", "step")
+    assert "gram-binaural        2 x 1.0 s  scene True  timestamp True" in out
+    assert "logmel baseline      2 x 3.0 s  scene True" in out
+    assert "per-clip errors equal" in out and "features equal True; loss equal True" in out
