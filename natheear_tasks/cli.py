@@ -8,6 +8,7 @@ tasks, RIR banks, previews.
     natheear-tasks rirs     OUT --format ... --count N [--sample-rate HZ] [--workers N]
     natheear-tasks preview  WAV --out X.png
     natheear-tasks synth    OUT [--tasks ...] [--scale F]     (synthetic HEAR tasks)
+    natheear-tasks seld-synth OUT --layout frames|events [--files N] [--seed S]
     natheear-tasks evaluate --module M --model CKPT --tasks-dir DIR --out RESULTS
     natheear-tasks demo     --out work/demo                   (the README's main job)
 
@@ -24,6 +25,7 @@ from pathlib import Path
 from natheear_tasks.demo import job as demo
 from natheear_tasks.demo import synth
 from natheear_tasks.evaluation import evaluate
+from natheear_tasks.simulation import recordings
 from natheear_tasks.simulation.hrtf import KEMAR, SPHERICAL_HEAD, HrtfError, load_hrtf
 from natheear_tasks.simulation.noise import NoiseError
 from natheear_tasks.simulation.rirbank import FORMATS, RirBankError
@@ -128,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     preview.add_argument("wav")
     preview.add_argument("--out", required=True, help="PNG file to write")
-    for module in (synth, evaluate, demo):
+    for module in (synth, recordings, evaluate, demo):
         module.add_parser(commands)  # each sets its own handler
     return parser
 
