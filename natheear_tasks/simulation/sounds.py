@@ -3,10 +3,10 @@
 For simulated SELD recordings (no recordings or tools needed). Each class has its own
 spectral and temporal signature, drawn at random per event:
 
-* ``alarm``: two alternating tones (600-1000 Hz and 1.26 times that, 4 alternations a
-  second) with two weaker harmonics;
-* ``engine``: a harmonic series on a 35-80 Hz fundamental (amplitudes 1/k) with a slow
-  level modulation;
+* ``alarm``: two alternating tones (1-1.5 kHz and 1.26 times that, 4 alternations a
+  second, a 6-10 Hz warble of 5 %) with two harmonics (amplitudes 1/k) over a little noise;
+* ``engine``: a harmonic series on a 35-80 Hz fundamental (amplitudes 1/k) and as much
+  80-3000 Hz rumble noise, with a slow level modulation;
 * ``speech``: a voiced, vibrato harmonic series (100-220 Hz) shaped by two formants
   (300-800 Hz, 900-2200 Hz), with 3-5 syllables a second;
 * ``birdsong``: 60-120-ms upward chirps from 2-3 kHz to 3.5-5 kHz;
@@ -42,11 +42,14 @@ def _harmonics(t: np.ndarray, phase: np.ndarray, amplitudes: np.ndarray, rng) ->
 
 
 def _alarm(rng, t, rate):
-    low = rng.uniform(600, 1000)
+    low = rng.uniform(1000, 1500)
     high = 1.26 * low
     frequency = np.where((t * 4).astype(int) % 2 == 0, low, high)
+    frequency = frequency * (1 + 0.05 * np.sin(2 * np.pi * rng.uniform(6, 10) * t))
     phase = 2 * np.pi * np.cumsum(frequency) / rate
-    return _harmonics(t, phase, np.array([1.0, 0.5, 0.25]), rng)
+    count = int(min(3, 0.45 * rate / (1.02 * high)))
+    tone = _harmonics(t, phase, 1.0 / np.arange(1, count + 1), rng)
+    return tone + 0.3 * _band_noise(rng, len(t), rate, low / 2, 3 * high)
 
 
 def _engine(rng, t, rate):
@@ -54,7 +57,9 @@ def _engine(rng, t, rate):
     count = int(min(30, 0.45 * rate / f0))
     amplitudes = 1.0 / np.arange(1, count + 1)
     tone = _harmonics(t, 2 * np.pi * f0 * t, amplitudes, rng)
-    return tone * (1 + 0.2 * np.sin(2 * np.pi * rng.uniform(0.5, 2) * t))
+    rumble = _band_noise(rng, len(t), rate, 80, 3000)
+    rumble *= np.sqrt(np.mean(tone**2) / max(np.mean(rumble**2), 1e-20))
+    return (tone + rumble) * (1 + 0.2 * np.sin(2 * np.pi * rng.uniform(0.5, 2) * t))
 
 
 def _speech(rng, t, rate):
