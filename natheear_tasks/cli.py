@@ -8,6 +8,9 @@ tasks, RIR banks, previews.
     natheear-tasks rirs     OUT --format ... --count N [--sample-rate HZ] [--workers N]
     natheear-tasks preview  WAV --out X.png
     natheear-tasks synth    OUT [--tasks ...] [--scale F]     (synthetic HEAR tasks)
+    natheear-tasks seld     SRC OUT --layout frames|events [--fold-splits ...]
+                            [--channel-order acn|fuma] [--sample-rates HZ ...]
+                            [--segment-seconds S]              (DCASE SELD datasets)
     natheear-tasks seld-synth OUT --layout frames|events [--files N] [--seed S]
     natheear-tasks evaluate --module M --model CKPT --tasks-dir DIR --out RESULTS
     natheear-tasks demo     --out work/demo                   (the README's main job)
@@ -29,6 +32,7 @@ from natheear_tasks.simulation import recordings
 from natheear_tasks.simulation.hrtf import KEMAR, SPHERICAL_HEAD, HrtfError, load_hrtf
 from natheear_tasks.simulation.noise import NoiseError
 from natheear_tasks.simulation.rirbank import FORMATS, RirBankError
+from natheear_tasks.tasks import seld
 from natheear_tasks.tasks.convert import OptionError, Options, prepare, run
 from natheear_tasks.tasks.taskdir import TaskError
 
@@ -130,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     preview.add_argument("wav")
     preview.add_argument("--out", required=True, help="PNG file to write")
-    for module in (synth, recordings, evaluate, demo):
+    for module in (synth, seld, recordings, evaluate, demo):
         module.add_parser(commands)  # each sets its own handler
     return parser
 
