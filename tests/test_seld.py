@@ -327,6 +327,9 @@ def test_reruns_are_byte_identical_and_a_killed_run_resumes(
     assert summary.converted == 2 and summary.skipped == 2
     assert sorted(p.name for p in out.iterdir()) == sorted(first)
     assert {name: _tree(out / name) for name in first} == first
+    parallel = tmp_path / "parallel"
+    _convert(frames_src, parallel, "frames", sample_rates=(RATE, 24000), workers=2)
+    assert {name: _tree(parallel / name) for name in first} == first
 
 
 def test_other_options_on_an_existing_output_are_refused(frames_src, frames_out, capsys):
@@ -452,7 +455,7 @@ def test_a_bad_event_list_dataset_is_refused_with_every_problem(events_src, tmp_
     bad = shutil.copytree(events_src, tmp_path / "bad")
     csvs = sorted((bad / "metadata_dev").glob("*.csv"))
     header = "sound_event_recording,start_time,end_time,ele,azi,dist\n"
-    csvs[0].write_text(csvs[0].read_text() + "Alarm,0.5,1.0,0,0,1\n")  # case variant of alarm
+    csvs[0].write_text(csvs[0].read_text() + 'Alarm,0.5,1.0,0,0,1\n"a,b",1,2,0,0,1\n')
     csvs[1].write_text(csvs[1].read_text() + "alarm,8.0,8.7,0,0,1\n")  # ends 0.2 s past the wav
     csvs[2].write_text(csvs[2].read_text().replace(header, ""))  # no header
     csvs[3].write_text(csvs[3].read_text() + "alarm,1.0,0.5,0,0,1\n")  # ends before it starts
@@ -463,7 +466,8 @@ def test_a_bad_event_list_dataset_is_refused_with_every_problem(events_src, tmp_
     assert "'alarm' 8.0-8.7 s does not fit in the wav (8.500 s" in problems
     assert f"{csvs[2].name}: line 1: header" in problems
     assert f"{csvs[3].name}: line" in problems and "0 <= start < end" in problems
-    assert len(info.value.problems) == 4
+    assert "class names hold a comma or a line break: ['a,b']" in problems
+    assert len(info.value.problems) == 5
     with pytest.raises(TaskError, match="not in --classes"):
         read_dataset(events_src, "events", classes=["alarm", "engine"])
 

@@ -322,6 +322,9 @@ def read_dataset(
         has_distance = distances == {True}
     else:
         found = sorted({r.label for labels in layout_rows for r in labels})
+        odd = [n for n in found if "," in n or "\n" in n]
+        if odd:
+            problems.append(f"class names hold a comma or a line break: {odd}")
         folded: dict[str, list[str]] = {}
         for name in found:
             folded.setdefault(name.casefold(), []).append(name)
