@@ -66,3 +66,14 @@ def test_cat_convergence(tmp_path):
     for model in ("GRAM", "CAT"):
         assert {row.split()[-4] for row in out.splitlines() if row.startswith(model)} >= {"0", "2"}
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_seld_throughput(tmp_path):
+    out = _run(
+        "seld_throughput.py", "--recordings", "3", "--seconds", "5", "--rates", "16000",
+        "--work", str(tmp_path),
+    )  # fmt: skip
+    rows = _rows(out, "16000")
+    assert [row[1] for row in rows] == ["1", "2"]
+    assert all(float(row[6].rstrip("x")) > 0 for row in rows)
+    assert "peak RSS" in out and not any(tmp_path.iterdir())
