@@ -382,7 +382,8 @@ def _convert(work: RecordingWork) -> tuple[float, int]:
     ambix = to_ambix(torch.from_numpy(np.ascontiguousarray(audio.T)), work.order).numpy()
     clipped = {folder: 0 for folder, _ in work.outputs}
     for rate in work.rates:
-        signal = resample(ambix, work.sample_rate, rate)
+        # channel by channel: a long recording's float64 intermediate stays one channel
+        signal = np.stack([resample(channel, work.sample_rate, rate) for channel in ambix])
         for folder, items in work.outputs:
             for item in items:
                 start, length = round(item.start * rate), round(item.seconds * rate)
