@@ -353,6 +353,26 @@ def test_other_options_on_an_existing_output_are_refused(frames_src, frames_out,
         )
 
 
+def test_clipped_samples_are_counted_and_reported(events_src, tmp_path, capsys):
+    """PCM outputs clip at full scale (here: resampling overshoot of a full-scale wav); the
+    run says how many samples it clipped."""
+    loud = shutil.copytree(events_src, tmp_path / "loud")
+    wav = sorted((loud / "foa_dev").glob("*.wav"))[0]
+    audio, rate = sf.read(wav)
+    noise = np.random.default_rng(0).choice([-1.0, 1.0], audio.shape)  # full-scale noise
+    sf.write(wav, noise * 32767 / 32768, rate, subtype="PCM_16")
+    args = ["seld", str(loud), str(tmp_path / "out"), "--layout", "events", "--sample-rates"]
+    args += ["24000", "--event-seconds", "4", "--localization-seconds", "0.5", "--tasks", "seld"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "loud-seld:" in printed and "samples past full scale were clipped" in printed
+    count = int(printed.split("loud-seld: ")[1].split()[0])
+    assert count > 100
+    files = sorted((tmp_path / "out" / "loud-seld" / "24000").rglob(f"{wav.stem}-*.wav"))
+    written = np.concatenate([sf.read(f)[0] for f in files])
+    assert np.abs(written).max() <= 1.0 and np.sum(np.abs(written) >= 32767 / 32768) >= count
+
+
 # --- channel order -------------------------------------------------------------------------
 
 
