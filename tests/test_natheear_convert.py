@@ -2,6 +2,8 @@
 
 import json
 import math
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +13,14 @@ import torch
 from natheear_helpers import write_task
 
 from natheear_tasks.cli import main
+from natheear_tasks.demo import synth
 from natheear_tasks.simulation.mix import fft_convolve
 from natheear_tasks.simulation.noise import resample
-from natheear_tasks.simulation.rirbank import RirBank, direction_vector
+from natheear_tasks.simulation.rirbank import RirBank, RirBankWriter, direction_vector
 from natheear_tasks.simulation.rirs import SimulationSettings, build_bank
 from natheear_tasks.tasks import convert as convert_module
 from natheear_tasks.tasks.journal import Journal, read_journal
+from natheear_tasks.tasks.taskdir import atomic_write_json
 
 FAST = SimulationSettings(n_rays=3000, max_seconds=0.5)
 
@@ -390,3 +394,30 @@ def test_without_rirs_a_bank_is_simulated_into_the_cache(tmp_path, monkeypatch):
     # a second task reuses the (warm) bank
     assert main(["localize", str(src), str(out), "--format", "ambisonics", "--bank-size", "2"]) == 0
     assert list((tmp_path / "cache" / "rirbanks").iterdir()) == banks
+
+
+def test_written_files_and_folders_follow_the_umask(tmp_path, scene_task, banks):
+    out = tmp_path / "out"
+    old = os.umask(0o027)
+    try:
+        extra = ["--sample-rates", "16000"]
+        assert _convert(scene_task, out, "binaural", banks["binaural"], *extra) == 0
+        writer = RirBankWriter(out / "bank", "ambisonics", 16000, 1, {"seed": 0})
+        writer.start()
+        writer.write_scene(0, np.zeros((1, 4, 8), np.float32), {"source": {}})
+        writer.finalize()
+        audio = np.zeros(1600, np.float32)
+        task = synth.SynthTask({"task_name": "t"}, ["a"], {"train": {"x.wav": (audio, ["a"])}})
+        synth.write_task(out / "synth", task)
+        atomic_write_json(out / "summary.json", {"a": 1})
+    finally:
+        os.umask(old)
+    modes = {
+        path.relative_to(out).as_posix(): (path.is_dir(), stat.S_IMODE(path.stat().st_mode))
+        for path in out.rglob("*")
+    }
+    assert {"toy-scene-binaural/train.json", "bank/bank.json", "synth/t/task_metadata.json"} < set(
+        modes
+    )
+    wrong = {p: oct(m) for p, (d, m) in modes.items() if m != (0o750 if d else 0o640)}
+    assert not wrong, wrong

@@ -10,14 +10,16 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 from tqdm import tqdm
+
+# the atomic writers, also imported from here
+from natheear_tasks.atomic import atomic_write_bytes as atomic_write_bytes
+from natheear_tasks.atomic import atomic_write_json as atomic_write_json
 
 METADATA = "task_metadata.json"
 VOCABULARY = "labelvocabulary.csv"
@@ -232,23 +234,6 @@ def _check_wav(
     if info.frames == 0:
         problems.append(f"{rel} is empty")
     return AudioFile(wav, info.frames, info.subtype)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, data, indent: int | None = None) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=indent, sort_keys=True) + "\n").encode())
 
 
 def wav_bytes(audio: np.ndarray, sample_rate: int, subtype: str) -> bytes:
