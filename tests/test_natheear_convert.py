@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from natheear_tasks.cli import main
 from natheear_tasks.demo import synth
 from natheear_tasks.simulation.mix import fft_convolve
 from natheear_tasks.simulation.noise import resample
-from natheear_tasks.simulation.rirbank import RirBank, RirBankWriter, direction_vector
+from natheear_tasks.simulation.rirbank import RirBank, RirBankError, RirBankWriter, direction_vector
 from natheear_tasks.simulation.rirs import SimulationSettings, build_bank
 from natheear_tasks.tasks import convert as convert_module
 from natheear_tasks.tasks.journal import Journal, read_journal
@@ -394,6 +395,167 @@ def test_without_rirs_a_bank_is_simulated_into_the_cache(tmp_path, monkeypatch):
     # a second task reuses the (warm) bank
     assert main(["localize", str(src), str(out), "--format", "ambisonics", "--bank-size", "2"]) == 0
     assert list((tmp_path / "cache" / "rirbanks").iterdir()) == banks
+
+
+def _add_labels(split_file: Path, labels: dict) -> None:
+    split_file.write_text(json.dumps({**json.loads(split_file.read_text()), **labels}))
+
+
+def test_a_name_that_climbs_out_cannot_overwrite_a_file_outside_out(tmp_path, banks, capsys):
+    src = write_task(tmp_path / "src", rates=(16000,))
+    # ../../../../x/evil.wav leads from <src>/16000/train/ and from
+    # <out>/<task>.partial/16000/train/ to tmp_path/x/evil.wav: a source read, then overwritten
+    victim = tmp_path / "x" / "evil.wav"
+    victim.parent.mkdir()
+    shutil.copy(src / "16000" / "train" / "train-0.wav", victim)
+    before = victim.read_bytes()
+    _add_labels(src / "train.json", {"../../../../x/evil.wav": ["beep"]})
+    out = tmp_path / "out"
+    assert _convert(src, out, "binaural", banks["binaural"]) == 2
+    assert "file name '../../../../x/evil.wav' has an empty, '.' or '..' part" in (
+        capsys.readouterr().err
+    )
+    assert victim.read_bytes() == before and not out.exists()
+
+
+def test_names_must_be_plain_relative_paths_inside_their_split_folder(tmp_path, banks, capsys):
+    src = write_task(tmp_path / "src", rates=(16000,))
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(src / "16000" / "train" / "train-0.wav", outside / "y.wav")
+    (src / "16000" / "train" / "link.wav").symlink_to(outside / "y.wav")
+    (src / "16000" / "train" / "linked").symlink_to(outside, target_is_directory=True)
+    bad = {
+        str(outside / "y.wav"): "is an absolute path",
+        "C:/y.wav": "is an absolute path",
+        "sub\\..\\..\\y.wav": "holds a backslash",
+        "a//train-0.wav": "has an empty, '.' or '..' part",
+        "./train-0.wav": "has an empty, '.' or '..' part",
+        "sub/": "has an empty, '.' or '..' part",
+        "": "is empty",
+        "y\x00.wav": "holds a control character",
+    }
+    _add_labels(src / "train.json", {name: ["beep"] for name in [*bad, "link.wav", "linked/y.wav"]})
+    out = tmp_path / "out"
+    assert _convert(src, out, "binaural", banks["binaural"]) == 2
+    err = capsys.readouterr().err
+    for name, problem in bad.items():
+        assert f"train.json: file name {name!r} {problem}" in err, name
+    for rel in ("16000/train/link.wav", "16000/train/linked/y.wav"):
+        assert f"{rel} leads out of 16000/train/ through a symbolic link" in err, rel
+    assert not out.exists()
+    # split names become file and folder names: one plain name each
+    metadata = json.loads((src / "task_metadata.json").read_text())
+    for splits, problem in (
+        (["train", "../valid"], "split name '../valid' must be a single name"),
+        (["train", ".."], "split name '..' has an empty, '.' or '..' part"),
+        (["train", "train"], "split 'train' is listed twice"),
+        (["train", 3], "split name 3 must be a string, got int"),
+    ):
+        (src / "task_metadata.json").write_text(json.dumps({**metadata, "splits": splits}))
+        assert _convert(src, out, "binaural", banks["binaural"]) == 2
+        assert problem in capsys.readouterr().err
+    assert main(["convert", str(src), str(out), "--format", "binaural", "--name", "../up"]) == 2
+    assert "--name '../up' must be a single name" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_names_in_subfolders_are_converted_and_previewed(tmp_path, banks):
+    from natheear_tasks.tasks.preview import _true_direction
+
+    src = write_task(tmp_path / "src", rates=(16000,), files_per_split=1)
+    (src / "16000" / "test" / "deep" / "er").mkdir(parents=True)
+    os.rename(src / "16000" / "test" / "test-0.wav", src / "16000" / "test" / "deep/er/t.wav")
+    (src / "test.json").write_text(json.dumps({"deep/er/t.wav": ["beep"]}))
+    out = tmp_path / "out"
+    assert _convert(src, out, "ambisonics", banks["ambisonics"]) == 0
+    task = out / "toy-scene-ambisonics"
+    assert sf.info(str(task / "16000" / "test" / "deep" / "er" / "t.wav")).channels == 4
+    (record,) = [
+        r
+        for r in map(json.loads, (task / "scenes.jsonl").read_text().splitlines())
+        if r["split"] == "test"
+    ]
+    assert record["file"] == "deep/er/t.wav"
+    wav = task / "16000" / "test" / "deep" / "er" / "t.wav"
+    assert _true_direction(wav) == record["scene"]["source"]
+
+
+def test_a_bank_index_naming_files_outside_the_bank_is_refused(tmp_path, scene_task, banks):
+    bank = tmp_path / "bank"
+    shutil.copytree(banks["ambisonics"], bank)
+    index = bank / "scenes.jsonl"
+    records = [json.loads(line) for line in index.read_text().splitlines()]
+    for name in ("../elsewhere.npy", "/tmp/x.npy"):
+        records[1]["file"] = name
+        index.write_text("".join(json.dumps(r) + "\n" for r in records))
+        with pytest.raises(RirBankError, match=f"line 2: file {name!r}"):
+            RirBank.open(bank)
+    (bank / "rirs" / "link.npy").symlink_to(tmp_path / "elsewhere.npy")
+    records[1]["file"] = "rirs/link.npy"
+    index.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(RirBankError, match="leads out of the bank through a symbolic link"):
+        RirBank.open(bank)
+
+
+def test_non_finite_samples_and_a_vocabulary_without_labels_are_listed(tmp_path, banks, capsys):
+    src = write_task(tmp_path / "src", rates=(16000,), subtype="FLOAT")
+    for rel, subtype, value, at in (
+        ("16000/train/train-0.wav", "FLOAT", np.nan, 100),
+        ("16000/valid/valid-1.wav", "FLOAT", np.inf, 7),
+        ("16000/test/test-0.wav", "DOUBLE", -np.inf, 15999),
+    ):
+        audio, rate = sf.read(str(src / rel), dtype="float64")
+        audio[at] = value
+        sf.write(src / rel, audio, rate, subtype=subtype)
+    (src / "labelvocabulary.csv").write_text("idx,label\n")
+    out = tmp_path / "out"
+    assert _convert(src, out, "binaural", banks["binaural"]) == 2
+    err = capsys.readouterr().err
+    for problem in (
+        "16000/train/train-0.wav has 1 samples that are NaN or infinite (the first at sample 100)",
+        "16000/valid/valid-1.wav has 1 samples that are NaN or infinite (the first at sample 7)",
+        "16000/test/test-0.wav has 1 samples that are NaN or infinite (the first at sample 15999)",
+        "labelvocabulary.csv lists no labels (only its header)",
+    ):
+        assert problem in err, problem
+    assert "problem(s)" in err and not out.exists()
+
+
+def test_malformed_labels_splits_and_outputs_get_a_one_line_reason(tmp_path, banks, capsys):
+    src = write_task(tmp_path / "src", rates=(16000,))
+    out = tmp_path / "out"
+    labels = (src / "train.json").read_text()
+    _add_labels(src / "train.json", {"train-0.wav": [["beep"]]})
+    assert _convert(src, out, "binaural", banks["binaural"]) == 2
+    assert "train.json['train-0.wav']: a label must be a string, got list" in (
+        capsys.readouterr().err
+    )
+    (src / "train.json").write_text(labels)
+    event = write_task(tmp_path / "src", "toy-event", kind="event", rates=(16000,))
+    _add_labels(event / "test.json", {"test-1.wav": [{"label": ["hum"], "start": 0, "end": 9}]})
+    assert _convert(event, out, "binaural", banks["binaural"]) == 2
+    assert "test.json['test-1.wav']: a label must be a string, got list" in (
+        capsys.readouterr().err
+    )
+    metadata = json.loads((src / "task_metadata.json").read_text())
+    for splits in ("train", 5, [], {"train": 1}):
+        (src / "task_metadata.json").write_text(json.dumps({**metadata, "splits": splits}))
+        assert _convert(src, out, "binaural", banks["binaural"]) == 2
+        assert "splits must be a non-empty list of split names" in capsys.readouterr().err
+    (src / "task_metadata.json").write_text(json.dumps(metadata))
+    assert not out.exists()
+    (out / "toy-scene-binaural").mkdir(parents=True)  # empty: not a converted task
+    assert _convert(src, out, "binaural", banks["binaural"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "exists and is not a task converted by natheear-tasks" in err
+    (out / "toy-scene-binaural" / "task_metadata.json").write_text("{")
+    assert _convert(src, out, "binaural", banks["binaural"]) == 2
+    assert "exists and is not a task converted" in capsys.readouterr().err
+    (tmp_path / "file").write_text("not a folder")
+    assert _convert(src, tmp_path / "file", "binaural", banks["binaural"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"OUT {tmp_path / 'file'} is a file" in err
 
 
 def test_written_files_and_folders_follow_the_umask(tmp_path, scene_task, banks):

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from natheear_tasks.atomic import atomic_write
+from natheear_tasks.paths import escapes, name_problem
 
 BANK_KIND = "natheear-rirbank"
 BANK_VERSION = 1
@@ -185,7 +186,19 @@ class RirBank:
             raise RirBankError(
                 f"{path / INDEX_FILE} lists {len(records)} scenes, {BANK_FILE} says {info['count']}"
             )
-        return cls(path, info, records, [path / r["file"] for r in records])
+        files = []
+        for n, record in enumerate(records):
+            name = record.get("file") if isinstance(record, dict) else None
+            problem = name_problem(name)
+            if problem is None and escapes(path / name, path):
+                problem = "leads out of the bank through a symbolic link"
+            if problem:
+                raise RirBankError(
+                    f"{path / INDEX_FILE} line {n + 1}: file {name!r} {problem}; an index lists "
+                    f"scene files inside the bank, like {RIR_DIR}/000000.npy"
+                )
+            files.append(path / name)
+        return cls(path, info, records, files)
 
     @classmethod
     def _open_gram(cls, path: Path, sample_rate: int) -> RirBank:

@@ -36,6 +36,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from natheear_tasks.paths import name_problem
 from natheear_tasks.pool import run_jobs
 from natheear_tasks.seeding import generator
 from natheear_tasks.simulation.hrtf import KEMAR, load_hrtf
@@ -133,6 +134,12 @@ def _check_options(options: Options) -> None:
         raise OptionError("--bank-size applies to simulated banks; leave it out with --rirs")
     if options.rirs and options.hrtf != KEMAR:
         raise OptionError("--hrtf applies to simulated banks; a bank given with --rirs has its own")
+    problem = None if options.name is None else name_problem(options.name, single=True)
+    if problem:
+        raise OptionError(
+            f"--name {options.name!r} {problem}; give a plain folder name (the task goes to "
+            "OUT/<name>)"
+        )
 
 
 def output_name(task: Task, options: Options) -> str:
@@ -243,20 +250,47 @@ def prepare(source: str | Path, out: str | Path, options: Options) -> Job:
 
 
 def _check_existing(job: Job) -> None:
-    if job.final.exists():
-        metadata = json.loads((job.final / METADATA).read_text())
-        if metadata.get("natheear") != job.description:
+    """Refuse an OUT that is not a folder, and an ``OUT/<name>`` (or its ``.partial``) that is
+    not this conversion's."""
+    if job.out.exists() and not job.out.is_dir():
+        raise OptionError(f"OUT {job.out} is a file; give a folder for the output tasks")
+    final, partial = job.final, job.partial
+    if final.exists():
+        recorded = _published_description(final)
+        if recorded is None:
             raise OptionError(
-                f"{job.final} exists from a conversion with other options; choose another OUT "
+                f"{final} exists and is not a task converted by natheear-tasks (no readable "
+                f"{METADATA} with a 'natheear' field); remove it, or choose another OUT or --name"
+            )
+        if recorded != job.description:
+            raise OptionError(
+                f"{final} exists from a conversion with other options; choose another OUT "
                 "or --name, or remove it"
             )
-    elif job.partial.exists():
-        state = job.partial / JOB_FILE
-        if not state.exists() or json.loads(state.read_text()) != job.description:
+    elif partial.exists():
+        if not partial.is_dir():
+            raise OptionError(f"{partial} is a file, not a conversion's folder; remove it")
+        recorded = _read_json(partial / JOB_FILE) or _published_description(partial)
+        if recorded != job.description and (recorded is not None or any(partial.iterdir())):
             raise OptionError(
-                f"{job.partial} holds an unfinished conversion with other options; rerun it "
+                f"{partial} holds an unfinished conversion with other options; rerun it "
                 "with the same options to finish it, or remove it"
             )
+
+
+def _read_json(path: Path) -> object:
+    """The JSON in ``path``; None where it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def _published_description(folder: Path) -> object:
+    """The ``natheear`` field of ``folder``'s task metadata: the description of the
+    conversion whose task files are written there; None where there is none."""
+    metadata = _read_json(folder / METADATA)
+    return metadata.get("natheear") if isinstance(metadata, dict) else None
 
 
 # --- per-file work (runs in worker processes) --------------------------------------------
@@ -463,9 +497,9 @@ def run(job: Job) -> Summary:
             [e.audio[rate].frames for rate in job.task.rates],
         )
     )
-    for rate in job.task.rates:
-        for split in {e.split for e in todo}:
-            (job.partial / str(rate) / split).mkdir(parents=True, exist_ok=True)
+    folders = {(job.partial / str(r) / e.split / e.name).parent for e in todo for r in e.audio}
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
     summary.skipped = len(mine) - len(todo)
     # a few jobs per worker at least, so that the workers finish together
     size = max(1, min(JOB_FILES, math.ceil(len(todo) / (4 * job.options.workers))))

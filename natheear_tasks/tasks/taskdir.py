@@ -20,11 +20,13 @@ from tqdm import tqdm
 # the atomic writers, also imported from here
 from natheear_tasks.atomic import atomic_write_bytes as atomic_write_bytes
 from natheear_tasks.atomic import atomic_write_json as atomic_write_json
+from natheear_tasks.paths import escapes, name_problem
 
 METADATA = "task_metadata.json"
 VOCABULARY = "labelvocabulary.csv"
 REQUIRED_METADATA = ("task_name", "embedding_type", "prediction_type", "splits", "sample_duration")
 MAX_LISTED_PROBLEMS = 40
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")  # wav subtypes that can hold NaN or infinity
 
 
 class TaskError(ValueError):
@@ -108,6 +110,8 @@ def _read_vocabulary(path: Path, problems: list[str]) -> tuple[str, set[str]]:
             problems.append(f"{VOCABULARY} row {n + 2} must be '{n},<label>', got {row}")
             continue
         labels.add(row[1])
+    if len(rows) == 1:
+        problems.append(f"{VOCABULARY} lists no labels (only its header)")
     return text, labels
 
 
@@ -125,7 +129,9 @@ def _check_labels(split: str, name: str, labels, kind: str, vocab: set[str], pro
             if not all(isinstance(v, int | float) for v in (start, end)) or not 0 <= start <= end:
                 problems.append(f"{where}: event times must satisfy 0 <= start <= end (ms)")
             label = label["label"]
-        if vocab and label not in vocab:
+        if not isinstance(label, str):
+            problems.append(f"{where}: a label must be a string, got {type(label).__name__}")
+        elif vocab and label not in vocab:
             problems.append(f"{where}: label {label!r} is not in {VOCABULARY}")
 
 
@@ -182,7 +188,7 @@ def read_task(path: str | Path, rates: list[int] | None = None) -> Task:
 
     split_texts, splits, files = {}, {}, []
     bar = tqdm(desc=f"checking {path.name}", unit="file", leave=False)
-    for split in metadata["splits"]:
+    for split in _split_names(metadata["splits"], problems):
         split_path = path / f"{split}.json"
         data = _load_json(split_path, problems)
         if data is None:
@@ -193,6 +199,10 @@ def read_task(path: str | Path, rates: list[int] | None = None) -> Task:
         split_texts[split] = split_path.read_text()
         splits[split] = data
         for name in sorted(data):
+            problem = name_problem(name)
+            if problem:
+                problems.append(f"{split}.json: file name {name!r} {problem}")
+                continue
             _check_labels(split, name, data[name], kind, vocab, problems)
             audio = {}
             for rate in keep:
@@ -210,12 +220,39 @@ def read_task(path: str | Path, rates: list[int] | None = None) -> Task:
     return Task(path, metadata, vocabulary_text, split_texts, splits, keep, files)
 
 
+def _split_names(splits: object, problems: list[str]) -> list[str]:
+    """The split names of ``metadata["splits"]`` that are valid; the others are problems."""
+    if not isinstance(splits, list) or not splits:
+        problems.append(
+            f"{METADATA}: splits must be a non-empty list of split names, got "
+            f"{type(splits).__name__} {json.dumps(splits)[:60]}"
+        )
+        return []
+    names = []
+    for split in splits:
+        problem = name_problem(split, single=True)
+        if problem:
+            problems.append(f"{METADATA}: split name {split!r} {problem}")
+        elif split in names:
+            problems.append(f"{METADATA}: split {split!r} is listed twice")
+        else:
+            names.append(split)
+    return names
+
+
 def _check_wav(
     wav: Path, root: Path, rate: int, duration: float | None, problems: list[str]
 ) -> AudioFile | None:
     rel = wav.relative_to(root)
     if not wav.is_file():
         problems.append(f"{rel} is missing")
+        return None
+    split_folder = root / rel.parts[0] / rel.parts[1]
+    if escapes(wav, split_folder):
+        problems.append(
+            f"{rel} leads out of {rel.parts[0]}/{rel.parts[1]}/ through a symbolic link; "
+            "copy the file into the task"
+        )
         return None
     try:
         info = sf.info(str(wav))
@@ -233,7 +270,25 @@ def _check_wav(
         )
     if info.frames == 0:
         problems.append(f"{rel} is empty")
+    if info.subtype in FLOAT_SUBTYPES:
+        _check_finite(wav, rel, info.subtype, problems)
     return AudioFile(wav, info.frames, info.subtype)
+
+
+def _check_finite(wav: Path, rel: Path, subtype: str, problems: list[str]) -> None:
+    """List a float wav holding NaN or infinite samples (every sample is read)."""
+    dtype = "float64" if subtype == "DOUBLE" else "float32"
+    try:
+        samples, _ = sf.read(str(wav), dtype=dtype, always_2d=True)
+    except Exception as error:  # soundfile raises several types for bad files
+        problems.append(f"{rel} is unreadable ({error})")
+        return
+    bad = np.flatnonzero(~np.isfinite(samples).all(axis=1))
+    if len(bad):
+        problems.append(
+            f"{rel} has {len(bad)} samples that are NaN or infinite (the first at sample "
+            f"{bad[0]}); fix or remove the file"
+        )
 
 
 def wav_bytes(audio: np.ndarray, sample_rate: int, subtype: str) -> bytes:
