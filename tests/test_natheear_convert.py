@@ -1,10 +1,12 @@
 """natheear-tasks convert / localize: what is kept, determinism, shards, resume, bad input."""
 
+import io
 import json
 import math
 import os
 import shutil
 import stat
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ from natheear_tasks.simulation.rirbank import RirBank, RirBankError, RirBankWrit
 from natheear_tasks.simulation.rirs import SimulationSettings, build_bank
 from natheear_tasks.tasks import convert as convert_module
 from natheear_tasks.tasks.journal import Journal, read_journal
-from natheear_tasks.tasks.taskdir import atomic_write_json
+from natheear_tasks.tasks.taskdir import atomic_write_json, wav_bytes
 
 FAST = SimulationSettings(n_rays=3000, max_seconds=0.5)
 
@@ -556,6 +558,37 @@ def test_malformed_labels_splits_and_outputs_get_a_one_line_reason(tmp_path, ban
     assert _convert(src, tmp_path / "file", "binaural", banks["binaural"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"OUT {tmp_path / 'file'} is a file" in err
+
+
+def _next_second() -> None:
+    """Sleep into the next wall-clock second (libsndfile's PEAK chunk holds the time)."""
+    time.sleep(1.01 - time.time() % 1)
+
+
+def test_wav_bytes_do_not_depend_on_the_time_of_writing():
+    audio = np.random.default_rng(0).uniform(-1, 1, (1000, 4)).astype(np.float32)
+    subtypes = ("PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE")
+    first = {subtype: wav_bytes(audio, 16000, subtype) for subtype in subtypes}
+    _next_second()
+    assert {subtype: wav_bytes(audio, 16000, subtype) for subtype in subtypes} == first
+    for subtype in ("FLOAT", "DOUBLE"):
+        info = sf.info(io.BytesIO(first[subtype]))
+        assert (info.subtype, info.frames, info.channels) == (subtype, 1000, 4)
+        assert np.array_equal(sf.read(io.BytesIO(first[subtype]), dtype="float32")[0], audio)
+
+
+def test_float_source_wavs_convert_to_the_same_bytes_every_time(tmp_path, banks):
+    src = write_task(tmp_path / "src", rates=(16000,), subtype="FLOAT", files_per_split=1)
+    runs = []
+    for n in range(2):
+        _next_second()
+        assert (
+            _convert(src, tmp_path / f"out{n}", "binaural", banks["binaural"], "--seed", "3") == 0
+        )
+        runs.append(_files(tmp_path / f"out{n}" / "toy-scene-binaural"))
+    assert runs[0] == runs[1]
+    wav = tmp_path / "out0" / "toy-scene-binaural" / "16000" / "test" / "test-0.wav"
+    assert sf.info(str(wav)).subtype == "FLOAT"
 
 
 def test_written_files_and_folders_follow_the_umask(tmp_path, scene_task, banks):
