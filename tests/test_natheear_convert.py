@@ -616,3 +616,51 @@ def test_written_files_and_folders_follow_the_umask(tmp_path, scene_task, banks)
     )
     wrong = {p: oct(m) for p, (d, m) in modes.items() if m != (0o750 if d else 0o640)}
     assert not wrong, wrong
+
+
+def _rename_then_die(monkeypatch) -> None:
+    """Make the converter stop (as on a kill) just after it renames a folder."""
+    rename = os.rename
+
+    def rename_then_die(a, b):
+        rename(a, b)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "rename", rename_then_die)
+
+
+def test_a_run_killed_just_after_publishing_leaves_no_work_files(
+    tmp_path, scene_task, reference, banks, monkeypatch
+):
+    out = tmp_path / "out"
+    _rename_then_die(monkeypatch)
+    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 1
+    monkeypatch.undo()
+    assert sorted(p.name for p in out.iterdir()) == ["toy-scene-binaural"]
+    assert _files(out / "toy-scene-binaural") == _files(reference)
+    assert not list((out / "toy-scene-binaural").glob(".*"))
+
+
+def test_a_rerun_publishes_a_finished_partial_and_cleans_a_published_task(
+    tmp_path, scene_task, reference, banks, monkeypatch, capsys
+):
+    out = tmp_path / "out"
+    monkeypatch.setattr(os, "rename", lambda a, b: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 1
+    monkeypatch.undo()
+    partial = out / "toy-scene-binaural.partial"
+    assert (partial / "task_metadata.json").exists() and not (partial / ".journal").exists()
+    (partial / ".scenes.jsonl.1234.tmp").write_text("cut short")  # an atomic write killed
+    capsys.readouterr()
+    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 0
+    assert "converted 0 files" in capsys.readouterr().out
+    assert _files(out / "toy-scene-binaural") == _files(reference)
+    assert not list((out / "toy-scene-binaural").glob(".*"))
+    # a task published with its work files inside (killed between publishing and cleaning)
+    task = out / "toy-scene-binaural"
+    (task / ".journal").mkdir()
+    (task / ".journal" / "0.jsonl").write_text("{}\n")
+    (task / ".natheear-job.json").write_text("{}")
+    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 0
+    assert "removed the work files" in capsys.readouterr().out
+    assert _files(task) == _files(reference) and not list(task.glob(".*"))

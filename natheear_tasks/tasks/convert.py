@@ -15,8 +15,10 @@ Resumable and idempotent: the output is built in ``OUT/<name>.partial/``; a file
 once its scene record is in the completion journal (:mod:`natheear_tasks.tasks.journal`), which
 is appended only after the file's wavs are written, so a killed run resumes where it
 stopped and rewrites any wav it left half-written; the folder is renamed to ``OUT/<name>``
-only when every file of every shard is done. Shards (``num_shards``, ``shard_index``) split
-the files round-robin; the shard that completes the set finalizes the task.
+only when every file of every shard is done, after its task files are written and its work
+files (journal, job file) removed (:func:`finalize`). Shards (``num_shards``,
+``shard_index``) split the files round-robin; the shard that completes the set finalizes
+the task.
 """
 
 from __future__ import annotations
@@ -470,7 +472,25 @@ def run(job: Job) -> Summary:
         summary.complete = True
         summary.skipped = len(job.task.files)
         summary.notes.append(f"{job.final} is already complete")
+        if _remove_work_files(job.final):  # left by a publish killed under the old order
+            summary.notes.append(f"removed the work files a killed run left in {job.final}")
         return summary
+    if _published_description(job.partial) == job.description:
+        summary.skipped = len(job.task.files)  # every file is done: only publishing is left
+    else:
+        _convert_shard(job, summary)
+    summary.complete = finalize(job)
+    summary.wall_seconds = time.time() - started
+    if not summary.complete:
+        summary.notes.append(
+            f"other shards still have files to convert; {job.partial} is finalized by the "
+            "last one (or by rerunning without --num-shards once all are done)"
+        )
+    return summary
+
+
+def _convert_shard(job: Job, summary: Summary) -> None:
+    """Convert this shard's files that the journal does not list yet."""
     bank = job.bank
     if bank is None:
         request = job.bank_request
@@ -518,33 +538,43 @@ def run(job: Job) -> Summary:
             summary.audio_seconds += seconds
     finally:
         _stop_worker()  # this process's journal, when it converted the files itself
-    summary.complete = finalize(job)
-    summary.wall_seconds = time.time() - started
-    if not summary.complete:
-        summary.notes.append(
-            f"other shards still have files to convert; {job.partial} is finalized by the "
-            "last one (or by rerunning without --num-shards once all are done)"
-        )
-    return summary
 
 
 def finalize(job: Job) -> bool:
-    """Write the task files and publish ``OUT/<name>`` once every file is in the journal."""
+    """Publish ``OUT/<name>`` once every file is in the journal: write the task files (the
+    metadata last), remove the work files (journal, job file, stray temporaries), rename.
+
+    A run killed between these steps leaves ``.partial`` with its task files written, which
+    a rerun publishes; the published task never holds work files.
+    """
     partial = job.partial
     try:
-        done = _done(partial)
-        if any((e.split, e.name) not in done for e in job.task.files):
-            return job.final.exists()  # True when another shard finished first
-        records = [done[e.split, e.name] for e in job.task.files]
-        _write_task_files(job, records)
+        if _published_description(partial) != job.description:
+            done = _done(partial)
+            if any((e.split, e.name) not in done for e in job.task.files):
+                return job.final.exists()  # True when another shard finished first
+            records = [done[e.split, e.name] for e in job.task.files]
+            _write_task_files(job, records)
+        _remove_work_files(partial)
         os.rename(partial, job.final)
     except (FileNotFoundError, OSError):
         if job.final.exists():  # another shard finished first
             return True
         raise
-    shutil.rmtree(job.final / JOURNAL_DIR, ignore_errors=True)
-    (job.final / JOB_FILE).unlink(missing_ok=True)
     return True
+
+
+def _remove_work_files(folder: Path) -> bool:
+    """Remove the journal, the job file and stray temporary files (of atomic writes cut
+    short by a kill) from ``folder``; True if there were any."""
+    leftovers = [folder / JOURNAL_DIR, folder / JOB_FILE, *folder.glob(".*.tmp")]
+    leftovers = [path for path in leftovers if path.exists()]
+    for path in leftovers:  # tolerant: another shard may be removing them too
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return bool(leftovers)
 
 
 def _write_task_files(job: Job, records: list[dict]) -> None:
