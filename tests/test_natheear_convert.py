@@ -22,6 +22,7 @@ from natheear_tasks.simulation.noise import resample
 from natheear_tasks.simulation.rirbank import RirBank, RirBankError, RirBankWriter, direction_vector
 from natheear_tasks.simulation.rirs import SimulationSettings, build_bank
 from natheear_tasks.tasks import convert as convert_module
+from natheear_tasks.tasks import taskdir
 from natheear_tasks.tasks.journal import Journal, read_journal
 from natheear_tasks.tasks.taskdir import atomic_write_json, wav_bytes
 
@@ -500,12 +501,15 @@ def test_a_bank_index_naming_files_outside_the_bank_is_refused(tmp_path, scene_t
         RirBank.open(bank)
 
 
-def test_non_finite_samples_and_a_vocabulary_without_labels_are_listed(tmp_path, banks, capsys):
+def test_non_finite_samples_and_a_vocabulary_without_labels_are_listed(
+    tmp_path, banks, capsys, monkeypatch
+):
+    monkeypatch.setattr(taskdir, "FINITE_CHECK_FRAMES", 4096)  # 4 blocks per wav
     src = write_task(tmp_path / "src", rates=(16000,), subtype="FLOAT")
     for rel, subtype, value, at in (
-        ("16000/train/train-0.wav", "FLOAT", np.nan, 100),
-        ("16000/valid/valid-1.wav", "FLOAT", np.inf, 7),
-        ("16000/test/test-0.wav", "DOUBLE", -np.inf, 15999),
+        ("16000/train/train-0.wav", "FLOAT", np.nan, [9000, 100]),
+        ("16000/valid/valid-1.wav", "FLOAT", np.inf, [7]),
+        ("16000/test/test-0.wav", "DOUBLE", -np.inf, [15999]),
     ):
         audio, rate = sf.read(str(src / rel), dtype="float64")
         audio[at] = value
@@ -515,7 +519,7 @@ def test_non_finite_samples_and_a_vocabulary_without_labels_are_listed(tmp_path,
     assert _convert(src, out, "binaural", banks["binaural"]) == 2
     err = capsys.readouterr().err
     for problem in (
-        "16000/train/train-0.wav has 1 samples that are NaN or infinite (the first at sample 100)",
+        "16000/train/train-0.wav has 2 samples that are NaN or infinite (the first at sample 100)",
         "16000/valid/valid-1.wav has 1 samples that are NaN or infinite (the first at sample 7)",
         "16000/test/test-0.wav has 1 samples that are NaN or infinite (the first at sample 15999)",
         "labelvocabulary.csv lists no labels (only its header)",
