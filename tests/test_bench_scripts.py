@@ -66,3 +66,9 @@ def test_cat_convergence(tmp_path):
     for model in ("GRAM", "CAT"):
         assert {row.split()[-4] for row in out.splitlines() if row.startswith(model)} >= {"0", "2"}
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_seld_score_speed():
+    out = _run("seld_score_speed.py", "--files", "2", "--minutes", "0.5")
+    (seconds,) = [line.split()[3] for line in out.splitlines() if line.startswith("read + score")]
+    assert float(seconds) > 0 and "SELD" in out
