@@ -77,3 +77,9 @@ def test_natheear_validation(tmp_path):
     assert float(rows["PCM_16"][1]) > 0 and float(rows["FLOAT"][1]) > 0  # MB
     assert float(rows["PCM_16"][2]) >= 0 and float(rows["FLOAT"][2]) >= 0  # seconds
     assert not any(tmp_path.iterdir())  # its temporary tasks are removed
+
+
+def test_seld_score_speed():
+    out = _run("seld_score_speed.py", "--files", "2", "--minutes", "0.5")
+    (seconds,) = [line.split()[3] for line in out.splitlines() if line.startswith("read + score")]
+    assert float(seconds) > 0 and "SELD" in out
