@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from natheear_tasks.demo import job as demo
@@ -205,6 +206,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 1
+    except BrokenProcessPool:
+        print(
+            "error: a worker process died (killed, or out of memory?); rerun the same command "
+            "to resume, with fewer --workers if memory is short",
+            file=sys.stderr,
+        )
         return 1
 
 
