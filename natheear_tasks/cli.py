@@ -13,6 +13,7 @@ tasks, RIR banks, previews.
                             [--segment-seconds S]              (DCASE SELD datasets)
     natheear-tasks seld-synth OUT --layout frames|events [--files N] [--seed S]
     natheear-tasks evaluate --module M --model CKPT --tasks-dir DIR --out RESULTS
+    natheear-tasks seld-score --ref DIR --pred DIR [--json FILE] [--num-classes N]
     natheear-tasks demo     --out work/demo                   (the README's main job)
 
 Exit codes: 0 done, 1 failure, 2 bad input or usage.
@@ -23,11 +24,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from natheear_tasks.demo import job as demo
 from natheear_tasks.demo import synth
-from natheear_tasks.evaluation import evaluate
+from natheear_tasks.evaluation import evaluate, seld_score
 from natheear_tasks.simulation import recordings
 from natheear_tasks.simulation.hrtf import KEMAR, SPHERICAL_HEAD, HrtfError, load_hrtf
 from natheear_tasks.simulation.noise import NoiseError
@@ -134,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     preview.add_argument("wav")
     preview.add_argument("--out", required=True, help="PNG file to write")
-    for module in (synth, seld, recordings, evaluate, demo):
+    for module in (synth, seld, recordings, evaluate, seld_score, demo):
         module.add_parser(commands)  # each sets its own handler
     return parser
 
@@ -210,6 +212,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 1
+    except BrokenProcessPool:
+        print(
+            "error: a worker process died (killed, or out of memory?); rerun the same command "
+            "to resume, with fewer --workers if memory is short",
+            file=sys.stderr,
+        )
         return 1
 
 
