@@ -36,9 +36,18 @@ from natheear_tasks.simulation.noise import NoiseError
 from natheear_tasks.simulation.rirbank import FORMATS, RirBankError
 from natheear_tasks.tasks import seld
 from natheear_tasks.tasks.convert import OptionError, Options, prepare, run
+from natheear_tasks.tasks.publish import OutputError
 from natheear_tasks.tasks.taskdir import TaskError
 
-INPUT_ERRORS = (TaskError, RirBankError, NoiseError, HrtfError, OptionError, FileExistsError)
+INPUT_ERRORS = (
+    TaskError,
+    RirBankError,
+    NoiseError,
+    HrtfError,
+    OptionError,
+    OutputError,
+    FileExistsError,
+)
 
 
 def _positive(text: str) -> int:

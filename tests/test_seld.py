@@ -344,7 +344,7 @@ def test_other_options_on_an_existing_output_are_refused(frames_src, frames_out,
     ]
     args += ["--event-seconds", "4", "--localization-seconds", "0.5"]
     assert main(args) == 2
-    assert "exists from a run with other options" in capsys.readouterr().err
+    assert "exists from a conversion with other options" in capsys.readouterr().err
     with pytest.raises(OutputError):
         seld.prepare(
             frames_src,

@@ -46,7 +46,8 @@ def published_description(folder: Path) -> object:
 
 
 def check_output(final: Path, description: dict) -> None:
-    """Refuse a ``final`` (or its ``.partial``) that is not this job's task.
+    """Refuse an OUT that is not a folder, and a ``final`` (or its ``.partial``) that is not
+    this job's task.
 
     Raises:
         OutputError: naming the folder and what to do.
@@ -58,22 +59,22 @@ def check_output(final: Path, description: dict) -> None:
         recorded = published_description(final)
         if recorded is None:
             raise OutputError(
-                f"{final} exists and is not a task written by natheear-tasks (no readable "
+                f"{final} exists and is not a task converted by natheear-tasks (no readable "
                 f"{METADATA} with a 'natheear' field); remove it, or choose another OUT or --name"
             )
         if recorded != description:
             raise OutputError(
-                f"{final} exists from a run with other options or data; choose another OUT or "
-                "--name, or remove it"
+                f"{final} exists from a conversion with other options or data; choose another "
+                "OUT or --name, or remove it"
             )
     elif partial.exists():
         if not partial.is_dir():
-            raise OutputError(f"{partial} is a file, not an unfinished task; remove it")
+            raise OutputError(f"{partial} is a file, not a conversion's folder; remove it")
         recorded = read_json(partial / JOB_FILE) or published_description(partial)
         if recorded != description and (recorded is not None or any(partial.iterdir())):
             raise OutputError(
-                f"{partial} holds an unfinished run with other options or data; rerun that "
-                "to finish it, or remove it"
+                f"{partial} holds an unfinished conversion with other options or data; rerun "
+                "it with the same options to finish it, or remove it"
             )
 
 
@@ -87,14 +88,14 @@ def begin(final: Path, description: dict) -> Path:
 
 def remove_work_files(folder: Path) -> bool:
     """Remove the journal, the job file and temporaries of cut-short atomic writes from
-    ``folder``; True if there were any."""
+    ``folder``; True if there were any (tolerant: another shard may be removing them too)."""
     leftovers = [folder / JOURNAL_DIR, folder / JOB_FILE, *folder.glob(".*.tmp")]
     leftovers = [path for path in leftovers if path.exists()]
     for path in leftovers:
         if path.is_dir():
-            shutil.rmtree(path)
+            shutil.rmtree(path, ignore_errors=True)
         else:
-            path.unlink()
+            path.unlink(missing_ok=True)
     return bool(leftovers)
 
 
