@@ -404,6 +404,11 @@ def test_fuma_input_converts_to_the_same_ambix_output(events_src, events_out, tm
                 assert data == theirs[name], name
         described = json.loads(ours["task_metadata.json"])["natheear"]
         assert described["channel_order"]["read"] == "fuma" and "FuMa" in described["conversion"]
+    again = tmp_path / "again"
+    _convert(fuma, again, "events")  # FLOAT wavs: the same bytes too
+    for task in sorted(p.name for p in events_out.iterdir()):
+        assert _tree(again / task) == _tree(out / task)
+        assert sf.info(next((again / task).rglob("*.wav"))).subtype == "FLOAT"
 
 
 def test_a_channel_order_the_data_cannot_tell_is_refused(events_src, frames_src, tmp_path, capsys):
@@ -452,6 +457,9 @@ def test_a_bad_frame_list_dataset_is_refused_with_every_problem(frames_src, tmp_
     shutil.copy(meta / "dev-val/fold2_room1_mix001.csv", meta / "dev-val/bad name.csv")
     shutil.copy(foa / "dev-val/fold2_room1_mix001.wav", foa / "dev-val/bad name.wav")
     (foa / "dev-val/extra.flac").write_bytes(b"")
+    audio, rate = sf.read(foa / "dev-val/fold2_room1_mix001.wav")
+    audio[1000, 2] = np.nan
+    sf.write(foa / "dev-val/fold2_room1_mix001.wav", audio, rate, subtype="FLOAT")
     out = tmp_path / "out"
     assert main(["seld", str(bad), str(out), "--layout", "frames"]) == 2
     err = capsys.readouterr().err
@@ -465,6 +473,7 @@ def test_a_bad_frame_list_dataset_is_refused_with_every_problem(frames_src, tmp_
         "several sample rates",
         "'bad name.wav' is not",
         "extra.flac: only .wav audio is read",
+        "fold2_room1_mix001.wav has 1 samples that are NaN or infinite (the first at sample 1000)",
     ]
     for problem in expected:
         assert problem in err, problem

@@ -11,10 +11,11 @@ Wavs sit in ``SRC/<audio_dir>/[<subset>/...]<stem>.wav`` (default ``foa_dev``), 
 ``SRC/<metadata_dir>/[<subset>/...]<stem>.csv`` (default ``metadata_dev``); the subset is the
 folder between them (``dev-train``, ``dev-test-sony``...). Everything is checked before
 anything is written: each wav has its CSV and each CSV its wav; names are plain (letters,
-digits, ``._-``) and stems unique; every wav readable, 4 channels, one sample rate for all;
-every CSV row valid, frames starting within their wav, event onsets within it and offsets
-at most 0.1 s past its end (then cut at the end); classes consistent across files. Every
-problem is listed (:class:`~natheear_tasks.tasks.taskdir.TaskError`).
+digits, ``._-``) and stems unique; every wav readable, 4 channels, one sample rate for all,
+float wavs free of NaN and infinity (every sample read); every CSV row valid, frames
+starting within their wav, event onsets within it and offsets at most 0.1 s past its end
+(then cut at the end); classes consistent across files. Every problem is listed
+(:class:`~natheear_tasks.tasks.taskdir.TaskError`).
 
 Both layouts are read into one form: each recording has frame-wise rows (100-ms frames)
 and events. Frame lists give the rows; events are the runs of consecutive frames of one
@@ -37,7 +38,7 @@ import soundfile as sf
 
 from natheear_tasks.tasks.dcase import FRAME_SECONDS, DcaseFormatError, FrameRow, read_frame_csv
 from natheear_tasks.tasks.dcase_events import read_event_csv
-from natheear_tasks.tasks.taskdir import TaskError
+from natheear_tasks.tasks.taskdir import FLOAT_SUBTYPES, TaskError, check_finite
 
 LAYOUTS = ("frames", "events")
 FOLD_PREFIX = {"frames": re.compile(r"^fold(\d+)_"), "events": re.compile(r"^split(\d+)_")}
@@ -292,6 +293,8 @@ def read_dataset(
             problems.append(f"{shown} has {info.channels} channels; first-order Ambisonics has 4")
         if info.frames == 0:
             problems.append(f"{shown} is empty")
+        if info.subtype in FLOAT_SUBTYPES:
+            check_finite(wavs[key], shown, info.subtype, problems)
         rates.setdefault(info.samplerate, []).append(shown)
         try:
             labels = (
