@@ -7,6 +7,7 @@ import math
 import pickle
 import shutil
 import subprocess
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -371,6 +372,17 @@ def test_clipped_samples_are_counted_and_reported(events_src, tmp_path, capsys):
     files = sorted((tmp_path / "out" / "loud-seld" / "24000").rglob(f"{wav.stem}-*.wav"))
     written = np.concatenate([sf.read(f)[0] for f in files])
     assert np.abs(written).max() <= 1.0 and np.sum(np.abs(written) >= 32767 / 32768) >= count
+
+
+def test_a_dead_worker_is_one_line_and_exit_1(frames_src, tmp_path, monkeypatch, capsys):
+    def dies(job):
+        raise BrokenProcessPool("a child process terminated abruptly")
+
+    monkeypatch.setattr(seld, "run", dies)
+    args = ["seld", str(frames_src), str(tmp_path / "out"), "--layout", "frames"]
+    assert main([*args, "--localization-seconds", "0.5"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a worker process died" in err
 
 
 # --- channel order -------------------------------------------------------------------------

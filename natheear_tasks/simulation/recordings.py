@@ -51,6 +51,7 @@ import math
 import shutil
 import sys
 import tempfile
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -563,6 +564,12 @@ def main(args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt:
         print("interrupted; nothing was written", file=sys.stderr)
+        return 1
+    except BrokenProcessPool:
+        print(
+            "error: a worker process died (killed, or out of memory?); nothing was written",
+            file=sys.stderr,
+        )
         return 1
     print(f"{path}: {settings.files} {settings.layout} recordings of {settings.seconds} s")
     return 0

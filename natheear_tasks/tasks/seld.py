@@ -22,6 +22,7 @@ import argparse
 import json
 import sys
 import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -633,6 +634,13 @@ def main(args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 1
+    except BrokenProcessPool:
+        print(
+            "error: a worker process died (killed, or out of memory?); rerun the same command "
+            "to resume, with fewer --workers if memory is short",
+            file=sys.stderr,
+        )
         return 1
     for note in summary.notes:
         print(note)
