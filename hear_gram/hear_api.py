@@ -76,7 +76,14 @@ class HearModel(nn.Module):
         audio = check_audio(audio, self.sample_rate).to(self.window.device)
         audio = adapt_channels(audio, self.kind)
         rate = self.sample_rate
-        readers = [partial(resample_span, wave, rate, feat.SAMPLE_RATE) for wave in audio]
+        # Files too loud for a float32 power are scaled down by a power of two (exact) and
+        # their features computed as those of the unscaled file.
+        peaks = torch.maximum(audio.amax(dim=(1, 2)), -audio.amin(dim=(1, 2)))
+        gains = [feat.safe_gain_exponent(peak) for peak in peaks.tolist()]
+        readers = [
+            partial(resample_span, wave * 2.0**-gain if gain else wave, rate, feat.SAMPLE_RATE)
+            for wave, gain in zip(audio, gains, strict=True)
+        ]
         with torch.inference_mode():
             return embed_files(
                 self.encoder,
@@ -87,6 +94,7 @@ class HearModel(nn.Module):
                 self.mel_fb,
                 self.batch_chunks,
                 keep_steps,
+                gains,
             )
 
     def timestamp_embeddings(self, audio: Tensor) -> tuple[Tensor, Tensor]:

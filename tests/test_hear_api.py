@@ -15,7 +15,7 @@ import hear_gram.gram_binaural_time
 from hear_gram import features as feat
 from hear_gram.audio import RESAMPLER, resample_span, resampled_length
 from hear_gram.checkpoint import make_config
-from hear_gram.chunking import iter_chunks
+from hear_gram.chunking import embed_files, iter_chunks
 from hear_gram.hear_api import HearModel
 from hear_gram.variants import create_encoder, get_variant
 
@@ -122,12 +122,42 @@ def test_channel_adaptation_rules():
         (torch.zeros(1, 500), ValueError, "shorter than one analysis frame"),
         (torch.zeros(1, 4, 4), ValueError, "ambiguous"),
         (torch.zeros(16000), ValueError, "must be \\(batch, samples\\)"),
+        (
+            torch.full((1, 16000), 1e39, dtype=torch.float64),
+            ValueError,
+            "peak 1e\\+39 is beyond the float32 range",
+        ),
     ],
 )
 def test_bad_input_is_refused_with_a_clear_error(audio, error, match):
     model = small_model(sample_rate=16000)
     with pytest.raises(error, match=match):
         hear_gram.get_scene_embeddings(audio, model)
+
+
+@pytest.mark.parametrize("variant,channels", [("gram-binaural", 2), ("gram-ambisonics", 4)])
+@pytest.mark.parametrize("peak", [1e18, 3e38])
+def test_loud_float_audio_gets_the_embeddings_of_its_float64_features(variant, channels, peak):
+    """float32 audio whose power overflows float32 (peak 1e18, or near float32's maximum),
+    digital silence included, gets the embeddings of its features computed in float64."""
+    model = small_model(variant, sample_rate=32000)
+    audio = tone(3.0, 32000, channels)
+    audio[:, 32000:64000] = 0
+    audio = (audio / audio.abs().max() * peak)[None]
+    steps, _ = hear_gram.get_timestamp_embeddings(audio, model)
+    f64 = torch.float64
+    expected = embed_files(
+        model.encoder,
+        [slicer(audio[0].to(f64))],
+        audio.shape[-1],
+        model.kind,
+        model.window.to(f64),
+        model.mel_fb.to(f64),
+        model.batch_chunks,
+        keep_steps=True,
+    ).steps
+    assert torch.isfinite(steps).all()
+    torch.testing.assert_close(steps, expected, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("seconds,steps", [(2.0, 25), (2.5, 32), (0.5, 7), (4.0, 50)])
