@@ -18,14 +18,14 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from hear_gram.atomic import save_safetensors, temp_dir
 from hear_gram.errors import CheckpointError
 from hear_gram.variants import REFERENCE_CONVERTERS, VARIANTS, create_encoder, get_variant
 
@@ -69,10 +69,10 @@ def save_checkpoint(
     if folder.exists() and not overwrite:
         raise FileExistsError(f"{folder} exists; choose another folder or remove it first")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = temp_dir(folder.parent, f".{folder.name}.")
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}
-        save_file(state, tmp / WEIGHTS_NAME, metadata={"format": "pt"})
+        save_safetensors(state, tmp / WEIGHTS_NAME, metadata={"format": "pt"})
         config = make_config(variant, encoder_args, metadata)
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
         if folder.exists():

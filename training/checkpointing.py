@@ -18,14 +18,14 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
+from hear_gram.atomic import save_safetensors, temp_dir
 from hear_gram.checkpoint import load_state_strict
 
 CHECKPOINTS = "checkpoints"
@@ -100,10 +100,10 @@ def save(
     root = checkpoint_dir(run)
     root.mkdir(parents=True, exist_ok=True)
     final = root / step_name(step)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+    tmp = temp_dir(root, f".{final.name}.")
     try:
         weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(weights, tmp / WEIGHTS, metadata={"format": "pt", "step": str(step)})
+        save_safetensors(weights, tmp / WEIGHTS, metadata={"format": "pt", "step": str(step)})
         torch.save({**train_state, "step": step, "ranks": rank_states}, tmp / STATE)
         if final.exists():
             shutil.rmtree(final)
