@@ -103,8 +103,34 @@ def test_too_many_bad_clips_through_workers_exits_instead_of_hanging(tmp_path):
     assert "no readable clips" in result.stderr
 
 
-def test_resume_after_sigterm_equals_an_uninterrupted_run(toy_data, tmp_path):
-    fields = {"train.steps": 8, "train.checkpoint_every": 100}
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, read from /proc, descendants first."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    order: list[int] = []
+
+    def visit(p: int) -> None:
+        for child in children.get(p, []):
+            visit(child)
+        order.append(p)
+
+    visit(pid)
+    return order
+
+
+@pytest.mark.parametrize("target", ["group", "every process"])
+def test_resume_after_sigterm_equals_an_uninterrupted_run(toy_data, tmp_path, target):
+    """SIGTERM as a scheduler sends it to the process group (data workers sit in a group of
+    their own, so only the main process sees it), or as systemd's KillMode and ``pkill -f``
+    send it to every process of the run, data workers first: either way the run
+    checkpoints after the current step, stops its workers and exits 143, and resumes
+    exactly."""
+    fields = {"train.steps": 8, "train.checkpoint_every": 100, "data.num_workers": 2}
     whole = train(toy_config(toy_data, **fields), tmp_path / "whole")
 
     run = tmp_path / "killed"
@@ -117,16 +143,23 @@ def test_resume_after_sigterm_equals_an_uninterrupted_run(toy_data, tmp_path):
         text=True,
         start_new_session=True,
     )
-    output = []
+    output, workers = [], []
     for line in proc.stdout:
         output.append(line)
         if "step 3/8" in line:
-            # As a scheduler does: the whole process group. Data workers sit in a group of
-            # their own, so only the main process sees it, checkpoints, and stops them.
-            os.killpg(proc.pid, signal.SIGTERM)
+            if target == "group":
+                os.killpg(proc.pid, signal.SIGTERM)
+            else:
+                *workers, main_pid = process_tree(proc.pid)
+                assert len(workers) >= 2, workers
+                for pid in [*workers, main_pid]:
+                    os.kill(pid, signal.SIGTERM)
     assert proc.wait(timeout=120) == 128 + signal.SIGTERM, "".join(output)
+    assert "killed by signal" not in "".join(output)
     stopped = checkpointing.latest(run)
     assert stopped is not None and 3 <= checkpointing.read_state(stopped)["step"] < 8, output
+    for pid in workers:  # stopped with the run, not orphaned
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
 
     resumed = train(toy_config(toy_data, **fields), run, resume=True)
     for key, value in whole.state_dict().items():

@@ -21,7 +21,9 @@ the loop's draws (clean batch, crops, masks) by ``(seed, rank, step, micro-batch
 Checkpoints hold the data readers' positions and the RNG states, so ``--resume`` continues
 exactly where the last checkpoint left off: with the same number of ranks and workers, the
 weights equal those of an uninterrupted run. SIGTERM or SIGINT writes a checkpoint after
-the current step and exits with 128 + the signal number (a second SIGINT stops at once).
+the current step and exits with 128 + the signal number (a second SIGINT stops at once),
+also when SIGTERM reaches every process of the run: data workers pass theirs on to the
+main process and serve batches until it stops them (training.data.make_loader).
 
 Exit codes: 0 done, 1 training failed (a NaN or infinite loss, too many unreadable clips),
 2 bad usage (config, paths, a run folder that exists without --resume), 130/143 stopped by
@@ -142,6 +144,8 @@ class StopSignals:
     def _handle(self, signum: int, _frame: object) -> None:
         if self.signum and signum == signal.SIGINT:
             raise KeyboardInterrupt
+        if self.signum == signum:  # SIGTERM again (data workers pass theirs on)
+            return
         self.signum = signum
         log.warning("signal %d: checkpointing after this step, then stopping", signum)
 
@@ -336,7 +340,8 @@ def _train(
             dist.barrier()
         return path
 
-    loader = make_loader(stream, cfg.data.num_workers, pin_memory=device.type == "cuda")
+    releasing = torch.multiprocessing.Event()
+    loader = make_loader(stream, cfg.data.num_workers, device.type == "cuda", releasing)
     batches = iter(loader)
     interval_loss, interval_steps, interval_start = 0.0, 0, time.perf_counter()
     interval_parts: dict[str, torch.Tensor] = {}
@@ -425,6 +430,7 @@ def _train(
             if stopping:
                 raise Interrupted(stop.signum or signal.SIGTERM)
     finally:
+        releasing.set()
         del batches
         if writer is not None:
             writer.close()
