@@ -26,8 +26,10 @@ also when SIGTERM reaches every process of the run: data workers pass theirs on 
 main process and serve batches until it stops them (training.data.make_loader).
 
 Exit codes: 0 done, 1 training failed (a NaN or infinite loss, too many unreadable clips),
-2 bad usage (config, paths, a run folder that exists without --resume), 130/143 stopped by
-SIGINT/SIGTERM after checkpointing.
+2 bad usage (config, paths, a run folder that exists without --resume, one another process
+is training in, or --resume without an intact checkpoint), 130/143 stopped by SIGINT/SIGTERM
+after checkpointing. --resume takes the newest checkpoint that reads back whole, naming the
+damaged ones it skips (training.checkpointing).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from hear_gram.checkpoint import load_state_strict
 from hear_gram.errors import CheckpointError
 from hear_gram.features import AUDIO_CHANNELS
 from hear_gram.variants import get_variant
@@ -184,8 +187,8 @@ def train(
     """Run (or continue) pretraining into run folder ``out``; returns the bare model."""
     rank, _, world, device = setup_device(cfg.train.device)
     try:
-        with StopSignals() as stop:
-            return _train(cfg, Path(out), resume, init, rank, world, device, stop)
+        with StopSignals() as stop, contextlib.ExitStack() as held:
+            return _train(cfg, Path(out), resume, init, rank, world, device, stop, held)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -200,6 +203,7 @@ def _train(
     world: int,
     device: torch.device,
     stop: StopSignals,
+    held: contextlib.ExitStack,
 ) -> torch.nn.Module:
     m, t, o = cfg.model, cfg.train, cfg.optim
     master = rank == 0
@@ -212,15 +216,29 @@ def _train(
         )
     clips_per_micro = t.batch_clips // (world * t.accum_steps)
     readers = max(1, cfg.data.num_workers)
-    found = checkpointing.latest(out)
-    if found is None and (checkpointing.checkpoint_dir(out) / checkpointing.LATEST).exists():
-        raise UsageError(f"{out}: 'latest' names a missing checkpoint; fix or remove it")
-    if found is not None and not resume:
+    checkpoints = checkpointing.step_folders(out)
+    pointer = checkpointing.checkpoint_dir(out) / checkpointing.LATEST
+    if not checkpoints and pointer.exists():
+        raise UsageError(
+            f"{out}: {pointer} names a checkpoint, but the run has none; restore its "
+            f"checkpoint folders, or remove {pointer} to start the run anew"
+        )
+    if checkpoints and not resume:
         raise UsageError(
             f"{out} already holds a run: pass --resume to continue it or choose another --out"
         )
-    if found is not None and init:
+    if checkpoints and init:
         raise UsageError("--init-from applies to a new run only; this run already has checkpoints")
+
+    def lock_run() -> None:
+        """Hold the run folder (rank 0, the writer) and clear what killed runs left."""
+        lock = held.enter_context(checkpointing.RunLock(out))
+        for path in checkpointing.remove_temporaries(out, lock):
+            log.info("removed %s, left by a run killed while checkpointing", path)
+
+    locked = master and out.exists()
+    if locked:
+        lock_run()
 
     units = open_source(cfg.data.train)
     torch.manual_seed(t.seed)
@@ -237,8 +255,16 @@ def _train(
     step, data_state = 0, {"first_reader": 0, "readers": {}}
     torch.manual_seed(t.seed + rank)
     np.random.seed(t.seed + rank)
-    if found is not None:
-        state = checkpointing.load(found, model)
+    intact = checkpointing.newest_intact(out) if checkpoints else None
+    if intact is not None:
+        found, state = intact.path, intact.state
+        if master:
+            for problem in intact.skipped:
+                log.warning("cannot resume from %s", problem)
+            if intact.skipped:
+                log.warning("resuming from %s, the newest intact checkpoint", found)
+        load_state_strict(model, intact.weights, str(found))
+        del intact
         if state["world_size"] != world or state["readers"] != readers:
             raise UsageError(
                 f"{found} was written by {state['world_size']} ranks x {state['readers']} data "
@@ -265,6 +291,8 @@ def _train(
                 log.info("initialised %s", what)
         if master:
             out.mkdir(parents=True, exist_ok=True)
+            if not locked:
+                lock_run()
             configuration.dump(cfg, out / "config.yaml")
 
     scenes = None
@@ -498,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     except (
         configuration.ConfigError,
         UsageError,
+        checkpointing.RunInUse,
         CheckpointError,
         BadClipError,
         ValueError,
