@@ -15,6 +15,7 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
+from hear_gram import cpu
 from training import checkpointing, config
 from training.export import main as export_main
 from training.mae import MaskedAutoencoder, build_model
@@ -278,6 +279,15 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(toy_data, tmp_p
     last = checkpointing.latest(tmp_path / "run")
     assert last.name == "step-000000004"
     assert all(v.isfinite().all() for v in load_file(last / "model.safetensors").values())
+
+
+def test_bf16_on_a_cpu_without_fast_bfloat16_warns(toy_data, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(cpu, "fast_bf16", lambda: False)
+    cfg = toy_config(toy_data, **{"train.steps": 1, "train.precision": "bf16"})
+    with caplog.at_level("WARNING"):
+        train(cfg, tmp_path / "run")
+    assert "train.precision=bf16 on this CPU" in caplog.text
+    assert "set train.precision=fp32" in caplog.text
 
 
 def _ddp_rank(rank: int, port: int, fields: dict, out: str, data: str, results: str) -> None:

@@ -51,6 +51,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from hear_gram import cpu
 from hear_gram.checkpoint import load_state_strict
 from hear_gram.errors import CheckpointError
 from hear_gram.features import AUDIO_CHANNELS
@@ -326,6 +327,13 @@ def _train(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     bf16 = t.precision == "bf16" or (t.precision == "auto" and device.type == "cuda")
+    if bf16 and device.type == "cpu" and master and not cpu.fast_bf16():
+        log.warning(
+            "train.precision=bf16 on this CPU (%s), which has no fast bfloat16 matmuls: "
+            "steps run slower than in fp32 (bf16 matmuls tens of times slower); set "
+            "train.precision=fp32",
+            cpu.cpu_name(),
+        )
     autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=bf16)
     writer = None
     if master and t.tensorboard:
