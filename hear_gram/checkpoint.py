@@ -167,14 +167,13 @@ def read_config(path: Path) -> dict | None:
         raise CheckpointError(f"{path} is not valid JSON ({error}): {fix}") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         return None
-    if not isinstance(config.get("format_version"), int) or config["format_version"] > (
-        FORMAT_VERSION
-    ):
-        raise CheckpointError(
-            f"{path} has format_version {config.get('format_version')!r}; this hear_gram "
-            f"reads version {FORMAT_VERSION}: upgrade hear_gram"
-        )
-    fields = {"variant": str, "architecture": str, "features": str, "encoder": dict}
+    fields = {
+        "format_version": int,
+        "variant": str,
+        "architecture": str,
+        "features": str,
+        "encoder": dict,
+    }
     problems = [
         f"{name!r} missing" if name not in config else f"{name!r} is not a {kind.__name__}"
         for name, kind in fields.items()
@@ -182,6 +181,11 @@ def read_config(path: Path) -> dict | None:
     ]
     if problems:
         raise CheckpointError(f"{path}: {', '.join(problems)}: {fix}")
+    if config["format_version"] > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format_version {config['format_version']}; this hear_gram reads "
+            f"version {FORMAT_VERSION}: upgrade hear_gram"
+        )
     if config["variant"] not in VARIANTS:
         raise CheckpointError(
             f"{path} names variant {config['variant']!r}, which this hear_gram does not know "

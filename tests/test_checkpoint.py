@@ -253,13 +253,23 @@ def test_convert_of_a_missing_file_exits_2(tmp_path, capsys, name):
     [
         (lambda c: "{not json", "is not valid JSON"),
         (lambda c: {k: v for k, v in c.items() if k != "variant"}, "'variant' missing"),
+        (lambda c: {k: v for k, v in c.items() if k != "format_version"}, "'format_version' mi"),
         (lambda c: {**c, "encoder": [1]}, "'encoder' is not a dict"),
         (lambda c: {**c, "variant": "gram-nope"}, "names variant 'gram-nope', which this"),
         (lambda c: {**c, "features": "mono"}, "gram-binaural has features 'binaural', not"),
         (lambda c: {**c, "format_version": 9}, "format_version 9; this hear_gram reads"),
         (lambda c: {**c, "encoder": {**c["encoder"], "colour": 1}}, "do not build a gram"),
     ],
-    ids=["json", "no-variant", "encoder-type", "unknown-variant", "features", "version", "args"],
+    ids=[
+        "json",
+        "no-variant",
+        "no-version",
+        "encoder-type",
+        "unknown-variant",
+        "features",
+        "version",
+        "args",
+    ],
 )
 def test_broken_config_names_the_file(tmp_path, edit, match):
     save_checkpoint(tmp_path / "ckpt", GramEncoder(**small_args()), "gram-binaural", small_args())
