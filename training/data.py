@@ -43,8 +43,9 @@ import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
+from multiprocessing.synchronize import Event
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import soundfile as sf
@@ -501,7 +502,7 @@ class ClipStream(IterableDataset):
         yield from self.batches((self.first_reader + physical) % self.num_readers)
 
 
-def _worker_sigterm(main_pid: int, releasing: Any, signum: int, _frame: object) -> None:
+def _worker_sigterm(main_pid: int, releasing: Event, signum: int, _frame: object) -> None:
     """A data worker's SIGTERM: once the main process releases the workers (it is shutting
     them down), end as by default; before, the run is still going: pass the signal to the
     main process, which checkpoints after the current step (with the batches this worker
@@ -513,7 +514,7 @@ def _worker_sigterm(main_pid: int, releasing: Any, signum: int, _frame: object) 
         os.kill(main_pid, signum)
 
 
-def _worker_init(main_pid: int, releasing: Any | None, _: int) -> None:
+def _worker_init(main_pid: int, releasing: Event | None, _: int) -> None:
     # A process group of its own: Ctrl-C or a scheduler's SIGTERM to the training's group
     # reach only the main process, which checkpoints and then stops the workers.
     os.setpgid(0, 0)
@@ -527,7 +528,10 @@ def _worker_init(main_pid: int, releasing: Any | None, _: int) -> None:
 
 
 def make_loader(
-    stream: ClipStream, num_workers: int, pin_memory: bool = False, releasing: Any | None = None
+    stream: ClipStream,
+    num_workers: int,
+    pin_memory: bool = False,
+    releasing: Event | None = None,
 ) -> DataLoader:
     """A DataLoader over ``stream``: ``num_workers`` processes, one per reader (0 reads in
     the main process, as one reader).
