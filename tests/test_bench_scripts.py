@@ -66,3 +66,20 @@ def test_cat_convergence(tmp_path):
     for model in ("GRAM", "CAT"):
         assert {row.split()[-4] for row in out.splitlines() if row.startswith(model)} >= {"0", "2"}
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_natheear_validation(tmp_path):
+    out = _run(
+        "natheear_validation.py", "--clips", "6", "--seconds", "0.5", "--repeats", "1",
+        "--work", str(tmp_path),
+    )  # fmt: skip
+    rows = {row[0]: row for row in (line.split() for line in out.splitlines()) if len(row) == 4}
+    assert float(rows["PCM_16"][1]) > 0 and float(rows["FLOAT"][1]) > 0  # MB
+    assert float(rows["PCM_16"][2]) >= 0 and float(rows["FLOAT"][2]) >= 0  # seconds
+    assert not any(tmp_path.iterdir())  # its temporary tasks are removed
+
+
+def test_seld_score_speed():
+    out = _run("seld_score_speed.py", "--files", "2", "--minutes", "0.5")
+    (seconds,) = [line.split()[3] for line in out.splitlines() if line.startswith("read + score")]
+    assert float(seconds) > 0 and "SELD" in out

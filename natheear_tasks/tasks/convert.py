@@ -15,8 +15,10 @@ Resumable and idempotent: the output is built in ``OUT/<name>.partial/``; a file
 once its scene record is in the completion journal (:mod:`natheear_tasks.tasks.journal`), which
 is appended only after the file's wavs are written, so a killed run resumes where it
 stopped and rewrites any wav it left half-written; the folder is renamed to ``OUT/<name>``
-only when every file of every shard is done. Shards (``num_shards``, ``shard_index``) split
-the files round-robin; the shard that completes the set finalizes the task.
+only when every file of every shard is done, after its task files are written and its work
+files (journal, job file) removed (:func:`finalize`). Shards (``num_shards``,
+``shard_index``) split the files round-robin; the shard that completes the set finalizes
+the task.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from natheear_tasks.paths import name_problem
 from natheear_tasks.pool import run_jobs
 from natheear_tasks.seeding import generator
 from natheear_tasks.simulation.hrtf import KEMAR, load_hrtf
@@ -133,6 +136,12 @@ def _check_options(options: Options) -> None:
         raise OptionError("--bank-size applies to simulated banks; leave it out with --rirs")
     if options.rirs and options.hrtf != KEMAR:
         raise OptionError("--hrtf applies to simulated banks; a bank given with --rirs has its own")
+    problem = None if options.name is None else name_problem(options.name, single=True)
+    if problem:
+        raise OptionError(
+            f"--name {options.name!r} {problem}; give a plain folder name (the task goes to "
+            "OUT/<name>)"
+        )
 
 
 def output_name(task: Task, options: Options) -> str:
@@ -243,20 +252,47 @@ def prepare(source: str | Path, out: str | Path, options: Options) -> Job:
 
 
 def _check_existing(job: Job) -> None:
-    if job.final.exists():
-        metadata = json.loads((job.final / METADATA).read_text())
-        if metadata.get("natheear") != job.description:
+    """Refuse an OUT that is not a folder, and an ``OUT/<name>`` (or its ``.partial``) that is
+    not this conversion's."""
+    if job.out.exists() and not job.out.is_dir():
+        raise OptionError(f"OUT {job.out} is a file; give a folder for the output tasks")
+    final, partial = job.final, job.partial
+    if final.exists():
+        recorded = _published_description(final)
+        if recorded is None:
             raise OptionError(
-                f"{job.final} exists from a conversion with other options; choose another OUT "
+                f"{final} exists and is not a task converted by natheear-tasks (no readable "
+                f"{METADATA} with a 'natheear' field); remove it, or choose another OUT or --name"
+            )
+        if recorded != job.description:
+            raise OptionError(
+                f"{final} exists from a conversion with other options; choose another OUT "
                 "or --name, or remove it"
             )
-    elif job.partial.exists():
-        state = job.partial / JOB_FILE
-        if not state.exists() or json.loads(state.read_text()) != job.description:
+    elif partial.exists():
+        if not partial.is_dir():
+            raise OptionError(f"{partial} is a file, not a conversion's folder; remove it")
+        recorded = _read_json(partial / JOB_FILE) or _published_description(partial)
+        if recorded != job.description and (recorded is not None or any(partial.iterdir())):
             raise OptionError(
-                f"{job.partial} holds an unfinished conversion with other options; rerun it "
+                f"{partial} holds an unfinished conversion with other options; rerun it "
                 "with the same options to finish it, or remove it"
             )
+
+
+def _read_json(path: Path) -> object:
+    """The JSON in ``path``; None where it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def _published_description(folder: Path) -> object:
+    """The ``natheear`` field of ``folder``'s task metadata: the description of the
+    conversion whose task files are written there; None where there is none."""
+    metadata = _read_json(folder / METADATA)
+    return metadata.get("natheear") if isinstance(metadata, dict) else None
 
 
 # --- per-file work (runs in worker processes) --------------------------------------------
@@ -436,7 +472,25 @@ def run(job: Job) -> Summary:
         summary.complete = True
         summary.skipped = len(job.task.files)
         summary.notes.append(f"{job.final} is already complete")
+        if _remove_work_files(job.final):  # left by a publish killed under the old order
+            summary.notes.append(f"removed the work files a killed run left in {job.final}")
         return summary
+    if _published_description(job.partial) == job.description:
+        summary.skipped = len(job.task.files)  # every file is done: only publishing is left
+    else:
+        _convert_shard(job, summary)
+    summary.complete = finalize(job)
+    summary.wall_seconds = time.time() - started
+    if not summary.complete:
+        summary.notes.append(
+            f"other shards still have files to convert; {job.partial} is finalized by the "
+            "last one (or by rerunning without --num-shards once all are done)"
+        )
+    return summary
+
+
+def _convert_shard(job: Job, summary: Summary) -> None:
+    """Convert this shard's files that the journal does not list yet."""
     bank = job.bank
     if bank is None:
         request = job.bank_request
@@ -463,9 +517,9 @@ def run(job: Job) -> Summary:
             [e.audio[rate].frames for rate in job.task.rates],
         )
     )
-    for rate in job.task.rates:
-        for split in {e.split for e in todo}:
-            (job.partial / str(rate) / split).mkdir(parents=True, exist_ok=True)
+    folders = {(job.partial / str(r) / e.split / e.name).parent for e in todo for r in e.audio}
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
     summary.skipped = len(mine) - len(todo)
     # a few jobs per worker at least, so that the workers finish together
     size = max(1, min(JOB_FILES, math.ceil(len(todo) / (4 * job.options.workers))))
@@ -484,33 +538,43 @@ def run(job: Job) -> Summary:
             summary.audio_seconds += seconds
     finally:
         _stop_worker()  # this process's journal, when it converted the files itself
-    summary.complete = finalize(job)
-    summary.wall_seconds = time.time() - started
-    if not summary.complete:
-        summary.notes.append(
-            f"other shards still have files to convert; {job.partial} is finalized by the "
-            "last one (or by rerunning without --num-shards once all are done)"
-        )
-    return summary
 
 
 def finalize(job: Job) -> bool:
-    """Write the task files and publish ``OUT/<name>`` once every file is in the journal."""
+    """Publish ``OUT/<name>`` once every file is in the journal: write the task files (the
+    metadata last), remove the work files (journal, job file, stray temporaries), rename.
+
+    A run killed between these steps leaves ``.partial`` with its task files written, which
+    a rerun publishes; the published task never holds work files.
+    """
     partial = job.partial
     try:
-        done = _done(partial)
-        if any((e.split, e.name) not in done for e in job.task.files):
-            return job.final.exists()  # True when another shard finished first
-        records = [done[e.split, e.name] for e in job.task.files]
-        _write_task_files(job, records)
+        if _published_description(partial) != job.description:
+            done = _done(partial)
+            if any((e.split, e.name) not in done for e in job.task.files):
+                return job.final.exists()  # True when another shard finished first
+            records = [done[e.split, e.name] for e in job.task.files]
+            _write_task_files(job, records)
+        _remove_work_files(partial)
         os.rename(partial, job.final)
     except (FileNotFoundError, OSError):
         if job.final.exists():  # another shard finished first
             return True
         raise
-    shutil.rmtree(job.final / JOURNAL_DIR, ignore_errors=True)
-    (job.final / JOB_FILE).unlink(missing_ok=True)
     return True
+
+
+def _remove_work_files(folder: Path) -> bool:
+    """Remove the journal, the job file and stray temporary files (of atomic writes cut
+    short by a kill) from ``folder``; True if there were any."""
+    leftovers = [folder / JOURNAL_DIR, folder / JOB_FILE, *folder.glob(".*.tmp")]
+    leftovers = [path for path in leftovers if path.exists()]
+    for path in leftovers:  # tolerant: another shard may be removing them too
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return bool(leftovers)
 
 
 def _write_task_files(job: Job, records: list[dict]) -> None:

@@ -49,18 +49,17 @@ def intensity_directions(
 
 
 def _true_direction(wav: Path) -> dict | None:
-    """The scene record of ``<task>/<rate>/<split>/<file>`` from the task's scenes.jsonl."""
-    try:
-        task, split = wav.resolve().parents[2], wav.parent.name
-    except IndexError:
+    """The source of ``<task>/<rate>/<split>/<file>``'s record in the task's scenes.jsonl
+    (``<file>`` may hold folders); None for a clip of no converted task."""
+    wav = wav.resolve()
+    task = next((p for p in wav.parents if (p / "scenes.jsonl").is_file()), None)
+    if task is None or len(wav.relative_to(task).parts) < 3:
         return None
-    scenes = task / "scenes.jsonl"
-    if not scenes.exists():
-        return None
-    with open(scenes) as f:
+    _, split, *file = wav.relative_to(task).parts
+    with open(task / "scenes.jsonl") as f:
         for line in f:
             record = json.loads(line)
-            if record["split"] == split and record["file"] == wav.name:
+            if record["split"] == split and record["file"] == "/".join(file):
                 return record["scene"].get("source")
     return None
 
