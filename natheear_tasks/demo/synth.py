@@ -35,7 +35,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 from tqdm import tqdm
 
-from natheear_tasks.atomic import temporary_folder
+from hear_gram.atomic import temp_dir
 
 SAMPLE_RATE = 16000
 SPLITS = ("train", "valid", "test")
@@ -412,7 +412,7 @@ def write_task(root: Path, task: SynthTask) -> Path:
     name = task.metadata["task_name"]
     final = root / name
     root.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_folder(root, prefix=f".{name}.")
+    tmp = temp_dir(root, f".{name}.")
     try:
         (tmp / "task_metadata.json").write_text(json.dumps(task.metadata, indent=2) + "\n")
         vocabulary = "".join(f"{i},{label}\n" for i, label in enumerate(task.vocabulary))
