@@ -83,3 +83,14 @@ def test_seld_score_speed():
     out = _run("seld_score_speed.py", "--files", "2", "--minutes", "0.5")
     (seconds,) = [line.split()[3] for line in out.splitlines() if line.startswith("read + score")]
     assert float(seconds) > 0 and "SELD" in out
+
+
+def test_seld_throughput(tmp_path):
+    out = _run(
+        "seld_throughput.py", "--recordings", "3", "--seconds", "5", "--rates", "16000",
+        "--work", str(tmp_path),
+    )  # fmt: skip
+    rows = _rows(out, "16000")
+    assert [row[1] for row in rows] == ["1", "2"]
+    assert all(float(row[6].rstrip("x")) > 0 for row in rows)
+    assert "peak RSS" in out and not any(tmp_path.iterdir())

@@ -16,7 +16,8 @@ once its scene record is in the completion journal (:mod:`natheear_tasks.tasks.j
 is appended only after the file's wavs are written, so a killed run resumes where it
 stopped and rewrites any wav it left half-written; the folder is renamed to ``OUT/<name>``
 only when every file of every shard is done, after its task files are written and its work
-files (journal, job file) removed (:func:`finalize`). Shards (``num_shards``,
+files (journal, job file) removed (:func:`finalize`, through
+:mod:`natheear_tasks.tasks.publish`). Shards (``num_shards``,
 ``shard_index``) split the files round-robin; the shard that completes the set finalizes
 the task.
 """
@@ -26,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -53,7 +53,14 @@ from natheear_tasks.simulation.noise import NoiseFolder, SynthesizedNoise, resam
 from natheear_tasks.simulation.rirbank import FORMATS, RirBank, RirBankError
 from natheear_tasks.simulation.rirs import SimulationSettings, bank_generator, build_bank
 from natheear_tasks.tasks import localize
-from natheear_tasks.tasks.journal import JOURNAL_DIR, Journal, read_journal
+from natheear_tasks.tasks.journal import Journal, read_journal
+from natheear_tasks.tasks.publish import (
+    begin,
+    check_output,
+    publish,
+    published_description,
+    remove_work_files,
+)
 from natheear_tasks.tasks.taskdir import (
     METADATA,
     VOCABULARY,
@@ -67,7 +74,6 @@ from natheear_tasks.tasks.taskdir import (
 
 SNR_DB = (5.0, 40.0)
 SCENES_FILE = "scenes.jsonl"
-JOB_FILE = ".natheear-job.json"
 PEAK = 0.99  # output peak limit (PCM wavs clip at 1)
 DEFAULT_BANK_SIZE = 1000
 JOB_FILES = 32  # most files a worker converts in one job (one pipeline, see _convert_files)
@@ -177,7 +183,8 @@ def prepare(source: str | Path, out: str | Path, options: Options) -> Job:
     """Validate everything a conversion needs; writes nothing.
 
     Raises:
-        TaskError, RirBankError, NoiseError, HrtfError, OptionError: bad input, with a
+        TaskError, RirBankError, NoiseError, HrtfError, OptionError, OutputError: bad input
+            (OutputError: OUT or OUT/<name> holds something else), with a
         message naming every problem and its fix.
     """
     _check_options(options)
@@ -247,52 +254,8 @@ def prepare(source: str | Path, out: str | Path, options: Options) -> Job:
         "level": "mixture RMS = dry clip RMS, then peak <= 0.99",
     }
     job = Job(task, options, Path(out), bank, bank_path, request, noise, description)
-    _check_existing(job)
+    check_output(job.final, job.description)
     return job
-
-
-def _check_existing(job: Job) -> None:
-    """Refuse an OUT that is not a folder, and an ``OUT/<name>`` (or its ``.partial``) that is
-    not this conversion's."""
-    if job.out.exists() and not job.out.is_dir():
-        raise OptionError(f"OUT {job.out} is a file; give a folder for the output tasks")
-    final, partial = job.final, job.partial
-    if final.exists():
-        recorded = _published_description(final)
-        if recorded is None:
-            raise OptionError(
-                f"{final} exists and is not a task converted by natheear-tasks (no readable "
-                f"{METADATA} with a 'natheear' field); remove it, or choose another OUT or --name"
-            )
-        if recorded != job.description:
-            raise OptionError(
-                f"{final} exists from a conversion with other options; choose another OUT "
-                "or --name, or remove it"
-            )
-    elif partial.exists():
-        if not partial.is_dir():
-            raise OptionError(f"{partial} is a file, not a conversion's folder; remove it")
-        recorded = _read_json(partial / JOB_FILE) or _published_description(partial)
-        if recorded != job.description and (recorded is not None or any(partial.iterdir())):
-            raise OptionError(
-                f"{partial} holds an unfinished conversion with other options; rerun it "
-                "with the same options to finish it, or remove it"
-            )
-
-
-def _read_json(path: Path) -> object:
-    """The JSON in ``path``; None where it is missing or unreadable."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-
-
-def _published_description(folder: Path) -> object:
-    """The ``natheear`` field of ``folder``'s task metadata: the description of the
-    conversion whose task files are written there; None where there is none."""
-    metadata = _read_json(folder / METADATA)
-    return metadata.get("natheear") if isinstance(metadata, dict) else None
 
 
 # --- per-file work (runs in worker processes) --------------------------------------------
@@ -472,10 +435,10 @@ def run(job: Job) -> Summary:
         summary.complete = True
         summary.skipped = len(job.task.files)
         summary.notes.append(f"{job.final} is already complete")
-        if _remove_work_files(job.final):  # left by a publish killed under the old order
+        if remove_work_files(job.final):  # left by a publish killed under the old order
             summary.notes.append(f"removed the work files a killed run left in {job.final}")
         return summary
-    if _published_description(job.partial) == job.description:
+    if published_description(job.partial) == job.description:
         summary.skipped = len(job.task.files)  # every file is done: only publishing is left
     else:
         _convert_shard(job, summary)
@@ -504,8 +467,7 @@ def _convert_shard(job: Job, summary: Summary) -> None:
             request["settings"],
             job.options.workers,
         )
-    job.partial.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(job.partial / JOB_FILE, job.description, indent=2)
+    begin(job.final, job.description)
     mine = job.task.files[job.options.shard_index :: job.options.num_shards]
     done = _done(job.partial)
     todo = [e for e in mine if (e.split, e.name) not in done]
@@ -549,32 +511,18 @@ def finalize(job: Job) -> bool:
     """
     partial = job.partial
     try:
-        if _published_description(partial) != job.description:
+        if published_description(partial) != job.description:
             done = _done(partial)
             if any((e.split, e.name) not in done for e in job.task.files):
                 return job.final.exists()  # True when another shard finished first
             records = [done[e.split, e.name] for e in job.task.files]
             _write_task_files(job, records)
-        _remove_work_files(partial)
-        os.rename(partial, job.final)
+        publish(job.final)
     except (FileNotFoundError, OSError):
         if job.final.exists():  # another shard finished first
             return True
         raise
     return True
-
-
-def _remove_work_files(folder: Path) -> bool:
-    """Remove the journal, the job file and stray temporary files (of atomic writes cut
-    short by a kill) from ``folder``; True if there were any."""
-    leftovers = [folder / JOURNAL_DIR, folder / JOB_FILE, *folder.glob(".*.tmp")]
-    leftovers = [path for path in leftovers if path.exists()]
-    for path in leftovers:  # tolerant: another shard may be removing them too
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-    return bool(leftovers)
 
 
 def _write_task_files(job: Job, records: list[dict]) -> None:

@@ -272,11 +272,11 @@ def _check_wav(
     if info.frames == 0:
         problems.append(f"{rel} is empty")
     if info.subtype in FLOAT_SUBTYPES:
-        _check_finite(wav, rel, info.subtype, problems)
+        check_finite(wav, rel, info.subtype, problems)
     return AudioFile(wav, info.frames, info.subtype)
 
 
-def _check_finite(wav: Path, rel: Path, subtype: str, problems: list[str]) -> None:
+def check_finite(wav: Path, rel: Path | str, subtype: str, problems: list[str]) -> None:
     """List a float wav holding NaN or infinite samples (every sample is read, in blocks of
     ``FINITE_CHECK_FRAMES`` frames)."""
     dtype = "float64" if subtype == "DOUBLE" else "float32"
