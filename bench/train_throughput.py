@@ -31,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from hear_gram.cpu import cpu_name  # noqa: E402
 from hear_gram.features import AUDIO_CHANNELS  # noqa: E402
 from hear_gram.gram import GRAM_VARIANTS  # noqa: E402
 from training import config as configuration  # noqa: E402
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_float32_matmul_precision("high")
         what = torch.cuda.get_device_name(device)
     else:
-        what = f"CPU, {torch.get_num_threads()} threads"
+        what = f"CPU {cpu_name()}, {torch.get_num_threads()} threads"
     print(f"device: {what}; torch {torch.__version__}")
     header = (
         f"{'config':<6} {'samples':>7} {'step s':>8} {'prep s':>7} {'samples/s':>10} "

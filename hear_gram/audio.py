@@ -49,7 +49,8 @@ def check_audio(audio: Tensor, sample_rate: int) -> Tensor:
 
     Raises:
         TypeError: not a floating-point tensor.
-        ValueError: wrong rank, empty, non-finite, too short, or too many channels.
+        ValueError: wrong rank, empty, non-finite (also after the cast to float32), too
+            short, or too many channels.
     """
     if not isinstance(audio, Tensor):
         raise TypeError(f"audio must be a torch.Tensor, got {type(audio).__name__}")
@@ -90,7 +91,14 @@ def check_audio(audio: Tensor, sample_rate: int) -> Tensor:
         )
     if not torch.isfinite(audio).all():
         raise ValueError("audio contains NaN or infinite samples")
-    return audio.float()
+    converted = audio.float()
+    if not torch.isfinite(converted).all():
+        peak = audio.abs().max().item()
+        raise ValueError(
+            f"audio peak {peak:.3g} is beyond the float32 range (3.4e+38) hear_gram computes "
+            "in; scale it down (divide each file by its peak, for example)"
+        )
+    return converted
 
 
 def adapt_channels(audio: Tensor, kind: str) -> Tensor:

@@ -18,13 +18,14 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from hear_gram.atomic import save_safetensors, temp_dir
 from hear_gram.errors import CheckpointError
 from hear_gram.variants import REFERENCE_CONVERTERS, VARIANTS, create_encoder, get_variant
 
@@ -68,10 +69,10 @@ def save_checkpoint(
     if folder.exists() and not overwrite:
         raise FileExistsError(f"{folder} exists; choose another folder or remove it first")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = temp_dir(folder.parent, f".{folder.name}.")
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}
-        save_file(state, tmp / WEIGHTS_NAME, metadata={"format": "pt"})
+        save_safetensors(state, tmp / WEIGHTS_NAME, metadata={"format": "pt"})
         config = make_config(variant, encoder_args, metadata)
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
         if folder.exists():
@@ -84,11 +85,14 @@ def save_checkpoint(
 
 
 def download(ref: str) -> Path:
-    """Local snapshot folder of Hub repository ``org/name[@revision]``.
+    """Local snapshot folder of Hub repository ``org/name[@revision]``, for a ``ref`` that
+    names no local file or folder.
 
     Raises:
         CheckpointError: not downloadable (offline, no network, unknown repository) and not
-            in the local cache; the message says how to get the weights.
+            in the local cache; the message says that no local path of that name exists,
+            why the Hub failed, and how to get the weights. Raised without chaining (the
+            Hub's exception stays in ``__context__``), so a traceback shows one error.
     """
     from huggingface_hub import snapshot_download
 
@@ -98,13 +102,17 @@ def download(ref: str) -> Path:
             repo_id, revision=revision or None, allow_patterns=["*.json", "*.safetensors"]
         )
     except Exception as error:  # huggingface_hub raises many types for "not reachable"
+        detail = (str(error).strip().splitlines() or [""])[0]
+        command = f"hf download {repo_id}" + (f" --revision {revision}" if revision else "")
         raise CheckpointError(
-            f"could not get {ref!r} from the Hugging Face Hub, nor from the local cache "
-            f"({type(error).__name__}: {error}). On a machine with network access run "
-            f"`huggingface-cli download {repo_id}` (then copy the cache, HF_HOME, here), or "
-            "pass a local checkpoint folder or .safetensors file as model_file_path "
-            "(hear-validator -m PATH, heareval --model PATH), or 'random' for untrained weights"
-        ) from error
+            f"no local file or folder {ref!r} exists (relative to {Path.cwd()}), and the "
+            "Hugging Face Hub repository of that name could not be downloaded nor found in "
+            f"the local cache ({type(error).__name__}: {detail}). For a local checkpoint, "
+            "check the path (`python -m training.export RUN OUT` or `python -m "
+            "hear_gram.convert` write one); for the Hub, run "
+            f"`{command}` on a machine with network access (then copy the cache, HF_HOME, "
+            "here); or pass 'random' for untrained weights"
+        ) from None
     return Path(path)
 
 
@@ -120,6 +128,78 @@ def resolve(ref: str) -> Path:
         "(org/name[@revision]); pass a checkpoint folder, a .safetensors file, a Hub "
         "reference or 'random'"
     )
+
+
+def read_weights(path: Path) -> dict[str, Tensor]:
+    """The tensors of a safetensors file.
+
+    Raises:
+        CheckpointError: missing, or not a complete safetensors file (truncated by an
+            interrupted copy or download, or another format); the message names the file.
+    """
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist (or is not a file)")
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({error}): it is truncated (an "
+            "interrupted copy or download) or in another format. Copy or download it again, "
+            "or write it anew (`python -m training.export RUN OUT`, or `python -m "
+            "hear_gram.convert` for a reference checkpoint)"
+        ) from None
+
+
+def read_config(path: Path) -> dict | None:
+    """hear_gram's ``config.json`` at ``path``; None when absent or not hear_gram's (another
+    library's config beside reference-layout weights).
+
+    Raises:
+        CheckpointError: not valid JSON, or a hear-gram config that lacks a field, has the
+            wrong type for one, names an unknown variant or comes from a newer format.
+    """
+    if not path.is_file():
+        return None
+    fix = "restore it from where the checkpoint came from, or write the folder anew"
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path} is not valid JSON ({error}): {fix}") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        return None
+    fields = {
+        "format_version": int,
+        "variant": str,
+        "architecture": str,
+        "features": str,
+        "encoder": dict,
+    }
+    problems = [
+        f"{name!r} missing" if name not in config else f"{name!r} is not a {kind.__name__}"
+        for name, kind in fields.items()
+        if not isinstance(config.get(name), kind)
+    ]
+    if problems:
+        raise CheckpointError(f"{path}: {', '.join(problems)}: {fix}")
+    if config["format_version"] > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format_version {config['format_version']}; this hear_gram reads "
+            f"version {FORMAT_VERSION}: upgrade hear_gram"
+        )
+    if config["variant"] not in VARIANTS:
+        raise CheckpointError(
+            f"{path} names variant {config['variant']!r}, which this hear_gram does not know "
+            f"(it knows {sorted(VARIANTS)}): upgrade hear_gram, or fix the file"
+        )
+    spec = VARIANTS[config["variant"]]
+    wrong = [k for k in ("architecture", "features") if config[k] != spec[k]]
+    if wrong:
+        raise CheckpointError(
+            f"{path}: {config['variant']} has "
+            + ", ".join(f"{k} {spec[k]!r}, not {config[k]!r}" for k in wrong)
+            + f": {fix}"
+        )
+    return config
 
 
 def _weights_and_config(path: Path) -> tuple[Path, dict | None]:
@@ -142,12 +222,7 @@ def _weights_and_config(path: Path) -> tuple[Path, dict | None]:
                 "`python -m hear_gram.convert IN OUT_FOLDER --variant NAME`"
             )
         weights, config_path = path, path.with_name(CONFIG_NAME)
-    config = None
-    if config_path.exists():
-        loaded = json.loads(config_path.read_text())
-        if isinstance(loaded, dict) and loaded.get("format") == FORMAT:
-            config = loaded
-    return weights, config
+    return weights, read_config(config_path)
 
 
 def load_state_strict(module: nn.Module, state: dict[str, Tensor], what: str) -> None:
@@ -226,12 +301,19 @@ def load_encoder(ref: str, variant: str) -> tuple[nn.Module, dict]:
         encoder = create_encoder(spec["architecture"], spec["encoder"], seed=RANDOM_SEED)
         return encoder, make_config(variant, spec["encoder"], {"weights": RANDOM})
     weights, config = _weights_and_config(resolve(ref))
-    state = load_file(weights)
     if config is not None:
         _check_variant(config["variant"], variant, str(weights))
-        encoder = create_encoder(config["architecture"], config["encoder"])
-        load_state_strict(encoder, state, str(weights))
+        try:
+            encoder = create_encoder(config["architecture"], config["encoder"])
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(
+                f"the encoder arguments in {weights.with_name(CONFIG_NAME)} do not build a "
+                f"{config['architecture']} encoder ({error}): restore the file from where the "
+                "checkpoint came from, or write the folder anew"
+            ) from None
+        load_state_strict(encoder, read_weights(weights), str(weights))
         return encoder, config
+    state = read_weights(weights)
     return encoder_from_reference(state, variant, str(ref))
 
 
@@ -265,14 +347,17 @@ def load_reference(path: str | Path) -> dict[str, Tensor]:
     loaded with ``weights_only=True`` (its ``state_dict`` entry when present)."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        return load_file(path)
+        return read_weights(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist (or is not a file)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise CheckpointError(
-            f"{path} could not be read safely (weights_only=True): {error}. Re-save its "
-            "state_dict with safetensors where it was trained"
-        ) from error
+            f"{path} could not be read safely (weights_only=True): {error}. It may be "
+            "truncated (copy it again), or need unpickling: re-save its state_dict with "
+            "safetensors where it was trained"
+        ) from None
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(f"{path} holds no state dict of tensors")

@@ -44,6 +44,7 @@ def iter_chunks(
     fb: Tensor,
     chunk_frames: int,
     segment_chunks: int = SEGMENT_CHUNKS,
+    log2_gain: int = 0,
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """Normalised feature chunks of one waveform, computed segment by segment.
 
@@ -51,6 +52,8 @@ def iter_chunks(
         read: ``read(start, stop)`` returns samples ``[start, stop)`` of the waveform at
             32 kHz, ``(C, stop - start)`` (a slice, or a span resampled on demand).
         num_samples: the waveform's length at 32 kHz.
+        log2_gain: ``read`` gives the waveform scaled by ``2^-log2_gain``; the features are
+            those of the unscaled one (:func:`hear_gram.features.safe_gain_exponent`).
     Yields:
         ``(chunks, valid)``: ``(K, C', 128, chunk_frames)`` and ``(K,)`` valid frame counts;
         the same values as features of the whole waveform cut into chunks.
@@ -67,7 +70,7 @@ def iter_chunks(
         pads = (max(0, -first), max(0, last - num_samples))
         if any(pads):
             piece = nn.functional.pad(piece[None], pads, mode="reflect")[0]
-        x = feat.features_from_padded(piece, kind, window, fb)
+        x = feat.features_from_padded(piece, kind, window, fb, log2_gain)
         count = math.ceil((stop - start) / chunk_frames)
         x = nn.functional.pad(x, (0, count * chunk_frames - (stop - start)))
         chunks = x.reshape(*x.shape[:2], count, chunk_frames).permute(2, 0, 1, 3)
@@ -105,6 +108,7 @@ def embed_files(
     fb: Tensor,
     batch_chunks: int,
     keep_steps: bool,
+    log2_gains: list[int] | None = None,
 ) -> ChunkOutputs:
     """Run every 2-s chunk of every file through ``encoder`` in batches of ``batch_chunks``.
 
@@ -115,6 +119,7 @@ def embed_files(
         readers: one per file; ``read(start, stop)`` gives its samples at 32 kHz.
         num_samples: the files' length at 32 kHz.
         keep_steps: keep every step embedding (timestamp embeddings) or only their mean.
+        log2_gains: per file, the ``log2_gain`` of :func:`iter_chunks` (default all 0).
 
     Chunks enter the encoder in the dtype of its parameters (bf16 for a bf16 encoder);
     outputs are float32 on the device of ``window``.
@@ -129,10 +134,12 @@ def embed_files(
     cls_sum = torch.zeros(files, encoder.embed_dim, device=device)
     written = [0] * files
 
+    gains = log2_gains or [0] * files
+
     def chunks() -> Iterator[tuple[int, Tensor, int]]:
-        for index, read in enumerate(readers):
+        for index, (read, gain) in enumerate(zip(readers, gains, strict=True)):
             for block, valid in iter_chunks(
-                read, num_samples, kind, window, fb, encoder.chunk_frames
+                read, num_samples, kind, window, fb, encoder.chunk_frames, log2_gain=gain
             ):
                 yield from ((index, c, int(v)) for c, v in zip(block, valid, strict=True))
 

@@ -27,6 +27,9 @@ LOG_EPS = 1e-5
 AMBISONICS_LOG_EPS = 1e-6
 IV_EPS = 1e-6
 NORM_EPS = 1e-5
+# Audio of peak <= 2^40 has frame powers below 2^103 (Parseval: 1024 x 384 x peak^2, x 4
+# for the Ambisonics energy, x 4 for resampler overshoot), far inside float32 (2^128).
+SAFE_PEAK_LOG2 = 40
 
 FEATURE_KINDS = ("mono", "binaural", "ambisonics")
 AUDIO_CHANNELS = {"mono": 1, "binaural": 2, "ambisonics": 4}
@@ -116,13 +119,24 @@ def mel_project(spec: Tensor, fb: Tensor) -> Tensor:
     return torch.matmul(spec.transpose(-1, -2), fb).transpose(-1, -2)
 
 
-def log_mel(spec: Tensor, fb: Tensor, eps: float = LOG_EPS) -> Tensor:
-    """``log(mel(|S|^2) + eps)`` of a complex STFT ``(..., 513, N)``; returns ``(..., 128, N)``."""
+def log_mel(spec: Tensor, fb: Tensor, eps: float = LOG_EPS, log2_gain: int = 0) -> Tensor:
+    """``log(mel(|S|^2) + eps)`` of a complex STFT ``(..., 513, N)``; returns ``(..., 128, N)``.
+
+    With ``log2_gain = k``: the log-mel of ``2^k S``, for an STFT of audio scaled down by
+    ``2^-k`` so that its power stays finite in float32 (see :func:`safe_gain_exponent`):
+    ``2k log 2 + log(mel + eps 4^-k)``, summed with ``logaddexp`` so that an ``eps 4^-k``
+    below the float32 range still counts (a silent bin gives ``log eps``, not ``-inf``).
+    """
     power = spec.real.square() + spec.imag.square()
-    return torch.log(mel_project(power, fb) + eps)
+    mel = mel_project(power, fb)
+    if not log2_gain:
+        return torch.log(mel + eps)
+    shift = 2 * log2_gain * math.log(2.0)
+    floor = torch.tensor(math.log(eps) - shift, dtype=mel.dtype, device=mel.device)
+    return torch.logaddexp(torch.log(mel), floor) + shift
 
 
-def intensity_vectors(spec: Tensor, fb: Tensor) -> Tensor:
+def intensity_vectors(spec: Tensor, fb: Tensor, log2_gain: int = 0) -> Tensor:
     """Mel-projected normalised active-intensity channels of a first-order Ambisonics STFT.
 
     ``IV_k = 2 Re(conj(S_0) S_k) / (eps + sum_c |S_c|^2)`` for ``k = 1, 2, 3`` in the
@@ -132,6 +146,9 @@ def intensity_vectors(spec: Tensor, fb: Tensor) -> Tensor:
     Args:
         spec: complex ``(..., 4, 513, N)``, channel 0 omnidirectional (W).
         fb: ``(513, 128)``.
+        log2_gain: the intensity vectors of ``2^k S`` (see :func:`log_mel`): ``eps`` becomes
+            ``eps 4^-k``, kept at least the smallest normal float so that a silent bin
+            gives 0, not 0 / 0 (which changes only bins over 600 dB below the peak).
     Returns:
         ``(..., 3, 128, N)``.
     """
@@ -139,23 +156,42 @@ def intensity_vectors(spec: Tensor, fb: Tensor) -> Tensor:
     dipoles = spec[..., 1:, :, :]
     active = 2.0 * (w.real * dipoles.real + w.imag * dipoles.imag)
     energy = (spec.real.square() + spec.imag.square()).sum(dim=-3, keepdim=True)
-    return mel_project(active / (IV_EPS + energy), fb)
+    eps = IV_EPS
+    if log2_gain:
+        eps = max(IV_EPS * 4.0**-log2_gain, torch.finfo(energy.dtype).tiny)
+    return mel_project(active / (eps + energy), fb)
 
 
-def features_from_padded(padded: Tensor, kind: str, window: Tensor, fb: Tensor) -> Tensor:
+def safe_gain_exponent(peak: float) -> int:
+    """The ``k`` for which audio of ``peak`` times ``2^-k`` has a power that cannot overflow
+    float32 (peak at most ``2^SAFE_PEAK_LOG2``); 0 for any audio up to that peak.
+
+    Powers of two scale exactly, and :func:`features_from_padded` with ``log2_gain = k``
+    gives the features of the unscaled audio.
+    """
+    if not peak > 2.0**SAFE_PEAK_LOG2:
+        return 0
+    return math.ceil(math.log2(peak)) - SAFE_PEAK_LOG2
+
+
+def features_from_padded(
+    padded: Tensor, kind: str, window: Tensor, fb: Tensor, log2_gain: int = 0
+) -> Tensor:
     """Features of a padded waveform (see :func:`pad_for_frames`).
 
     Args:
         padded: ``(..., C, L)`` with C = 1 (mono), 2 (binaural) or 4 (ambisonics, W first).
         kind: one of :data:`FEATURE_KINDS`.
+        log2_gain: ``padded`` is a waveform scaled by ``2^-log2_gain``; the features are those
+            of the unscaled one (see :func:`safe_gain_exponent`).
     Returns:
         ``(..., C', 128, N)`` with C' = 1, 2 or 7 (4 log-mels then 3 intensity vectors).
     """
     spec = stft(padded, window)
     if kind == "ambisonics":
-        logmel = log_mel(spec, fb, AMBISONICS_LOG_EPS)
-        return torch.cat([logmel, intensity_vectors(spec, fb)], dim=-3)
-    return log_mel(spec, fb, LOG_EPS)
+        logmel = log_mel(spec, fb, AMBISONICS_LOG_EPS, log2_gain)
+        return torch.cat([logmel, intensity_vectors(spec, fb, log2_gain)], dim=-3)
+    return log_mel(spec, fb, LOG_EPS, log2_gain)
 
 
 def compute_features(wave: Tensor, kind: str) -> Tensor:

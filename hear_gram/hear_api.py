@@ -8,12 +8,14 @@ embeddings), or the duration-weighted mean of the chunks' CLS tokens.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from functools import partial
 
 import torch
 from torch import Tensor, nn
 
+from hear_gram import cpu
 from hear_gram import features as feat
 from hear_gram.audio import adapt_channels, check_audio, resample_span, resampled_length
 from hear_gram.checkpoint import load_encoder
@@ -67,16 +69,41 @@ class HearModel(nn.Module):
         self.scene_embedding_size = (
             self.timestamp_embedding_size if scene_embedding == "mean" else int(encoder.embed_dim)
         )
+        self.bf16_checked = False
         self.register_buffer("window", feat.analysis_window(), persistent=False)
         self.register_buffer("mel_fb", feat.mel_filterbank(), persistent=False)
         self.requires_grad_(False)
         self.eval()
 
+    def _check_bf16_speed(self) -> None:
+        """Warn, once, when bf16 runs on a CPU without fast bfloat16 matmuls."""
+        if self.precision != "bf16" or self.window.device.type != "cpu" or self.bf16_checked:
+            return
+        self.bf16_checked = True
+        if not cpu.fast_bf16():
+            warnings.warn(
+                f"precision='bf16' on this CPU ({cpu.cpu_name()}) is slow: it has no fast "
+                "bfloat16 matmul kernels (oneDNN's need AVX512, or BF16 on Arm; AVX2-only "
+                "CPUs lack them), so the encoder runs slower than in float32 (its matmuls tens "
+                "of times slower). "
+                "Pass precision='fp32' (the default) here: faster, and as accurate. "
+                "Continuing in bf16 as asked.",
+                stacklevel=5,
+            )
+
     def _outputs(self, audio: Tensor, keep_steps: bool) -> ChunkOutputs:
+        self._check_bf16_speed()
         audio = check_audio(audio, self.sample_rate).to(self.window.device)
         audio = adapt_channels(audio, self.kind)
         rate = self.sample_rate
-        readers = [partial(resample_span, wave, rate, feat.SAMPLE_RATE) for wave in audio]
+        # Files too loud for a float32 power are scaled down by a power of two (exact) and
+        # their features computed as those of the unscaled file.
+        peaks = torch.maximum(audio.amax(dim=(1, 2)), -audio.amin(dim=(1, 2)))
+        gains = [feat.safe_gain_exponent(peak) for peak in peaks.tolist()]
+        readers = [
+            partial(resample_span, wave * 2.0**-gain if gain else wave, rate, feat.SAMPLE_RATE)
+            for wave, gain in zip(audio, gains, strict=True)
+        ]
         with torch.inference_mode():
             return embed_files(
                 self.encoder,
@@ -87,6 +114,7 @@ class HearModel(nn.Module):
                 self.mel_fb,
                 self.batch_chunks,
                 keep_steps,
+                gains,
             )
 
     def timestamp_embeddings(self, audio: Tensor) -> tuple[Tensor, Tensor]:
@@ -115,7 +143,9 @@ def load_model(variant: str, model_file_path: str = "", **options) -> HearModel:
         **options: as heareval's ``--model-options`` passes them: ``sample_rate`` (default
             48000; resampled to 32 kHz inside), ``scene_embedding`` (``"mean"`` or
             ``"cls"``), ``precision`` (``"fp32"``, or ``"bf16"``: encoder weights and
-            activations in bfloat16, features and outputs in float32),
+            activations in bfloat16, features and outputs in float32; the first embedding
+            call on a CPU without fast bfloat16 matmuls, see :func:`hear_gram.cpu.fast_bf16`,
+            warns that fp32 is faster there, and goes on in bf16),
             ``batch_chunks`` (2-s chunks per encoder call, default 16).
     """
     accepted = {"sample_rate", "scene_embedding", "precision", "batch_chunks"}

@@ -8,7 +8,12 @@ tasks, RIR banks, previews.
     natheear-tasks rirs     OUT --format ... --count N [--sample-rate HZ] [--workers N]
     natheear-tasks preview  WAV --out X.png
     natheear-tasks synth    OUT [--tasks ...] [--scale F]     (synthetic HEAR tasks)
+    natheear-tasks seld     SRC OUT --layout frames|events [--fold-splits ...]
+                            [--channel-order acn|fuma] [--sample-rates HZ ...]
+                            [--segment-seconds S]              (DCASE SELD datasets)
+    natheear-tasks seld-synth OUT --layout frames|events [--files N] [--seed S]
     natheear-tasks evaluate --module M --model CKPT --tasks-dir DIR --out RESULTS
+    natheear-tasks seld-score --ref DIR --pred DIR [--json FILE] [--num-classes N]
     natheear-tasks demo     --out work/demo                   (the README's main job)
 
 Exit codes: 0 done, 1 failure, 2 bad input or usage.
@@ -19,18 +24,30 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from natheear_tasks.demo import job as demo
 from natheear_tasks.demo import synth
-from natheear_tasks.evaluation import evaluate
+from natheear_tasks.evaluation import evaluate, seld_score
+from natheear_tasks.simulation import recordings
 from natheear_tasks.simulation.hrtf import KEMAR, SPHERICAL_HEAD, HrtfError, load_hrtf
 from natheear_tasks.simulation.noise import NoiseError
 from natheear_tasks.simulation.rirbank import FORMATS, RirBankError
+from natheear_tasks.tasks import seld
 from natheear_tasks.tasks.convert import OptionError, Options, prepare, run
+from natheear_tasks.tasks.publish import OutputError
 from natheear_tasks.tasks.taskdir import TaskError
 
-INPUT_ERRORS = (TaskError, RirBankError, NoiseError, HrtfError, OptionError, FileExistsError)
+INPUT_ERRORS = (
+    TaskError,
+    RirBankError,
+    NoiseError,
+    HrtfError,
+    OptionError,
+    OutputError,
+    FileExistsError,
+)
 
 
 def _positive(text: str) -> int:
@@ -128,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     preview.add_argument("wav")
     preview.add_argument("--out", required=True, help="PNG file to write")
-    for module in (synth, evaluate, demo):
+    for module in (synth, seld, recordings, evaluate, seld_score, demo):
         module.add_parser(commands)  # each sets its own handler
     return parser
 
@@ -204,6 +221,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 1
+    except BrokenProcessPool:
+        print(
+            "error: a worker process died (killed, or out of memory?); rerun the same command "
+            "to resume, with fewer --workers if memory is short",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -24,8 +24,9 @@ def write_task(
     rates: tuple[int, ...] = (16000, 48000),
     seconds: float = 1.0,
     split_mode: str = "trainvaltest",
+    subtype: str = "PCM_16",
 ) -> Path:
-    """Write a mono HEAR task (scene or event) and return its folder."""
+    """Write a mono HEAR task (scene or event), wavs of ``subtype``; return its folder."""
     task = root / name
     rng = np.random.default_rng(0)
     labels = ["beep", "hum"]
@@ -57,7 +58,7 @@ def write_task(
                 folder = task / str(rate) / split
                 folder.mkdir(parents=True, exist_ok=True)
                 audio = _clip(np.random.default_rng(clip_seed), seconds, rate, k)
-                sf.write(folder / file, audio, rate, subtype="PCM_16")
+                sf.write(folder / file, audio, rate, subtype=subtype)
         n += files_per_split
         (task / f"{split}.json").write_text(json.dumps(data))
     return task

@@ -68,6 +68,34 @@ def test_cat_convergence(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_natheear_validation(tmp_path):
+    out = _run(
+        "natheear_validation.py", "--clips", "6", "--seconds", "0.5", "--repeats", "1",
+        "--work", str(tmp_path),
+    )  # fmt: skip
+    rows = {row[0]: row for row in (line.split() for line in out.splitlines()) if len(row) == 4}
+    assert float(rows["PCM_16"][1]) > 0 and float(rows["FLOAT"][1]) > 0  # MB
+    assert float(rows["PCM_16"][2]) >= 0 and float(rows["FLOAT"][2]) >= 0  # seconds
+    assert not any(tmp_path.iterdir())  # its temporary tasks are removed
+
+
+def test_seld_score_speed():
+    out = _run("seld_score_speed.py", "--files", "2", "--minutes", "0.5")
+    (seconds,) = [line.split()[3] for line in out.splitlines() if line.startswith("read + score")]
+    assert float(seconds) > 0 and "SELD" in out
+
+
+def test_seld_throughput(tmp_path):
+    out = _run(
+        "seld_throughput.py", "--recordings", "3", "--seconds", "5", "--rates", "16000",
+        "--work", str(tmp_path),
+    )  # fmt: skip
+    rows = _rows(out, "16000")
+    assert [row[1] for row in rows] == ["1", "2"]
+    assert all(float(row[6].rstrip("x")) > 0 for row in rows)
+    assert "peak RSS" in out and not any(tmp_path.iterdir())
+
+
 def test_determinism():
     out = _run("determinism.py", "--quick", "--parts", "embeddings", "probe", "step")
     assert "gram-binaural        2 x 1.0 s  scene True  timestamp True" in out

@@ -1,7 +1,9 @@
 """Checkpoint folders, the reference-layout converter, Hub resolution and their errors."""
 
 import json
+import os
 import shutil
+import traceback
 
 import pytest
 import torch
@@ -186,10 +188,94 @@ def test_default_weights_offline_and_not_cached_say_how_to_get_them(tmp_path, mo
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(
-        CheckpointError, match="labhamlet/gramt-binaural.*huggingface-cli download.*'random'"
+        CheckpointError, match="labhamlet/gramt-binaural.*`hf download labhamlet/gramt-binaural`"
     ):
         hear_api.load_model("gram-binaural")
     with pytest.raises(ValueError, match="no released weights"):
         hear_api.load_model("gram-ambisonics")
     with pytest.raises(CheckpointError, match="neither an existing file"):
         hear_api.load_model("gram-binaural", str(tmp_path / "missing" / "x"))
+
+
+def test_missing_local_path_shaped_like_a_hub_reference_says_so_first(tmp_path, monkeypatch):
+    """The README's exported/gram-binaural before exporting: not a Hub problem first, the
+    current huggingface_hub CLI's advice, and one traceback (no chained Hub errors)."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError) as caught:
+        hear_api.load_model("gram-binaural", "exported/gram-binaural@v1")
+    message = str(caught.value)
+    assert message.startswith(
+        f"no local file or folder 'exported/gram-binaural@v1' exists (relative to {tmp_path})"
+    )
+    assert "`hf download exported/gram-binaural --revision v1`" in message
+    assert "huggingface-cli" not in message
+    printed = "".join(traceback.format_exception(caught.value))
+    assert printed.count("Traceback") == 1, printed
+
+
+def _damage(path, how):
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "random bytes":
+        path.write_bytes(os.urandom(4096))
+    elif how == "empty":
+        path.write_bytes(b"")
+    else:  # a pickle under the safetensors name
+        torch.save({"w": torch.zeros(3)}, path)
+
+
+@pytest.mark.parametrize("how", ["truncated", "random bytes", "empty", "pickle"])
+def test_damaged_weights_name_the_file_and_the_fix(tmp_path, capsys, how):
+    save_checkpoint(tmp_path / "ckpt", GramEncoder(**small_args()), "gram-binaural", small_args())
+    weights = tmp_path / "ckpt" / "model.safetensors"
+    _damage(weights, how)
+    with pytest.raises(CheckpointError, match=f"{weights} is not a readable safetensors file"):
+        load_encoder(str(tmp_path / "ckpt"), "gram-binaural")
+    out = tmp_path / "out"
+    assert convert_main([str(weights), str(out), "--variant", "gram-binaural"]) == 2
+    err = capsys.readouterr().err
+    assert f"{weights} is not a readable safetensors file" in err and "copy" in err.lower()
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["missing.safetensors", "missing.ckpt"])
+def test_convert_of_a_missing_file_exits_2(tmp_path, capsys, name):
+    source = tmp_path / name
+    assert convert_main([str(source), str(tmp_path / "out"), "--variant", "gram-binaural"]) == 2
+    assert f"error: {source} does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (lambda c: "{not json", "is not valid JSON"),
+        (lambda c: {k: v for k, v in c.items() if k != "variant"}, "'variant' missing"),
+        (lambda c: {k: v for k, v in c.items() if k != "format_version"}, "'format_version' mi"),
+        (lambda c: {**c, "encoder": [1]}, "'encoder' is not a dict"),
+        (lambda c: {**c, "variant": "gram-nope"}, "names variant 'gram-nope', which this"),
+        (lambda c: {**c, "features": "mono"}, "gram-binaural has features 'binaural', not"),
+        (lambda c: {**c, "format_version": 9}, "format_version 9; this hear_gram reads"),
+        (lambda c: {**c, "encoder": {**c["encoder"], "colour": 1}}, "do not build a gram"),
+    ],
+    ids=[
+        "json",
+        "no-variant",
+        "no-version",
+        "encoder-type",
+        "unknown-variant",
+        "features",
+        "version",
+        "args",
+    ],
+)
+def test_broken_config_names_the_file(tmp_path, edit, match):
+    save_checkpoint(tmp_path / "ckpt", GramEncoder(**small_args()), "gram-binaural", small_args())
+    path = tmp_path / "ckpt" / "config.json"
+    edited = edit(json.loads(path.read_text()))
+    path.write_text(edited if isinstance(edited, str) else json.dumps(edited))
+    with pytest.raises(CheckpointError, match=match) as caught:
+        load_encoder(str(tmp_path / "ckpt"), "gram-binaural")
+    assert str(path) in str(caught.value)

@@ -13,6 +13,7 @@ from natheear_tasks.tasks.dcase import (
     format_frame_csv,
     parse_frame_csv,
 )
+from natheear_tasks.tasks.dcase_events import EventRow, format_event_csv, parse_event_csv
 
 
 def test_rows_with_and_without_distance_round_trip():
@@ -57,3 +58,49 @@ def test_directions_in_our_frame(az, el):
 
 def test_frame_row_direction():
     assert FrameRow(0, 0, 0, 0.0, 0.0).direction == pytest.approx([1, 0, 0])
+
+
+# --- the event-list layout (TUT Sound Events 2018, TAU Spatial Sound Events 2019) ---------
+
+EVENTS_HEADER = "sound_event_recording,start_time,end_time,ele,azi,dist\n"
+
+
+def test_event_list_round_trips_with_and_without_distance():
+    text = EVENTS_HEADER + "speech, 1.5, 2.25, 10, -90, 2\nknock,0.2,0.9,-40,170,1\n"
+    rows = parse_event_csv(text, Path("split1_ir0_ov1_1.csv"))
+    assert [r.label for r in rows] == ["knock", "speech"]  # sorted by onset
+    assert rows[1] == EventRow("speech", 1.5, 2.25, 10.0, -90.0, 2.0)
+    assert rows[1].direction == pytest.approx([0, -np.cos(np.radians(10)), np.sin(np.radians(10))])
+    assert parse_event_csv(format_event_csv(rows), Path("x.csv")) == rows
+    no_distance = parse_event_csv(
+        "sound_event_recording,start_time,end_time,ele,azi\nphone,0,1,0,0\n", Path("y.csv")
+    )
+    assert no_distance[0].distance is None
+    assert format_event_csv(no_distance).startswith(
+        "sound_event_recording,start_time,end_time,ele,azi\n"
+    )
+
+
+def test_every_bad_event_row_is_listed():
+    text = EVENTS_HEADER + "a,1,0.5,0,0,1\nb,0,1,95,0,1\nc,0,1,0,-181,1\n,0,1,0,0,1\n"
+    text += "d,0,1,0,0\ne,x,1,0,0,1\nf,0,1,0,0,-2\ng,0,1,0,0,1\ng,0,1,0,0,1\n"
+    with pytest.raises(DcaseFormatError) as info:
+        parse_event_csv(text, Path("bad.csv"))
+    problems = info.value.problems
+    assert len(problems) == 8
+    assert problems[0].startswith("line 2") and "0 <= start < end" in problems[0]
+    assert "elevation 95.0" in problems[1]
+    assert "azimuth -181.0" in problems[2]
+    assert "no class name" in problems[3]
+    assert "5 columns, expected 6" in problems[4]
+    assert "must be numbers" in problems[5]
+    assert "distance -2.0" in problems[6]
+    assert "given twice" in problems[7] and problems[7].startswith("line 10")
+    assert "event-list CSV" in str(info.value)
+
+
+def test_event_list_header_is_required():
+    with pytest.raises(DcaseFormatError, match="header"):
+        parse_event_csv("speech,0,1,0,0,1\n", Path("no-header.csv"))
+    with pytest.raises(DcaseFormatError, match="no header"):
+        parse_event_csv("", Path("empty.csv"))

@@ -89,6 +89,25 @@ def test_features_of_any_frame_run_equal_the_whole():
         torch.testing.assert_close(part, whole[..., first:stop], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind,channels", [("binaural", 2), ("ambisonics", 4)])
+def test_loud_audio_scaled_by_a_power_of_two_gives_its_float64_features(kind, channels):
+    """Peak 1e30: the power overflows float32. Scaled down by 2^-k with log2_gain k, the
+    features equal the unscaled audio's computed in float64, digital silence included."""
+    wave = torch.randn(channels, 16000, generator=torch.Generator().manual_seed(5)) * 1e30
+    wave[:, 4000:9000] = 0
+    k = feat.safe_gain_exponent(wave.abs().max().item())
+    assert k > 0 and feat.safe_gain_exponent(1.0) == feat.safe_gain_exponent(1e12) == 0
+    padded = feat.pad_for_frames(wave)
+    window, fb = feat.analysis_window(), feat.mel_filterbank()
+    got = feat.features_from_padded(padded * 2.0**-k, kind, window, fb, log2_gain=k)
+    f64 = torch.float64
+    expected = feat.features_from_padded(
+        padded.to(f64), kind, feat.analysis_window(dtype=f64), feat.mel_filterbank(dtype=f64)
+    )
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, expected.float(), rtol=1e-5, atol=1e-4)
+
+
 def test_batched_equals_one_by_one():
     torch.manual_seed(4)
     wave = torch.randn(3, 4, 16000)

@@ -1,7 +1,12 @@
 """The HEAR API: input layouts, channel adaptation, chunk aggregation, streaming, errors."""
 
 import math
+import os
+import subprocess
+import sys
+import warnings
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,12 +15,13 @@ import torch
 import torchaudio
 
 import hear_gram
+import hear_gram.cpu
 import hear_gram.gram_ambisonics
 import hear_gram.gram_binaural_time
 from hear_gram import features as feat
 from hear_gram.audio import RESAMPLER, resample_span, resampled_length
 from hear_gram.checkpoint import make_config
-from hear_gram.chunking import iter_chunks
+from hear_gram.chunking import embed_files, iter_chunks
 from hear_gram.hear_api import HearModel
 from hear_gram.variants import create_encoder, get_variant
 
@@ -122,12 +128,42 @@ def test_channel_adaptation_rules():
         (torch.zeros(1, 500), ValueError, "shorter than one analysis frame"),
         (torch.zeros(1, 4, 4), ValueError, "ambiguous"),
         (torch.zeros(16000), ValueError, "must be \\(batch, samples\\)"),
+        (
+            torch.full((1, 16000), 1e39, dtype=torch.float64),
+            ValueError,
+            "peak 1e\\+39 is beyond the float32 range",
+        ),
     ],
 )
 def test_bad_input_is_refused_with_a_clear_error(audio, error, match):
     model = small_model(sample_rate=16000)
     with pytest.raises(error, match=match):
         hear_gram.get_scene_embeddings(audio, model)
+
+
+@pytest.mark.parametrize("variant,channels", [("gram-binaural", 2), ("gram-ambisonics", 4)])
+@pytest.mark.parametrize("peak", [1e18, 3e38])
+def test_loud_float_audio_gets_the_embeddings_of_its_float64_features(variant, channels, peak):
+    """float32 audio whose power overflows float32 (peak 1e18, or near float32's maximum),
+    digital silence included, gets the embeddings of its features computed in float64."""
+    model = small_model(variant, sample_rate=32000)
+    audio = tone(3.0, 32000, channels)
+    audio[:, 32000:64000] = 0
+    audio = (audio / audio.abs().max() * peak)[None]
+    steps, _ = hear_gram.get_timestamp_embeddings(audio, model)
+    f64 = torch.float64
+    expected = embed_files(
+        model.encoder,
+        [slicer(audio[0].to(f64))],
+        audio.shape[-1],
+        model.kind,
+        model.window.to(f64),
+        model.mel_fb.to(f64),
+        model.batch_chunks,
+        keep_steps=True,
+    ).steps
+    assert torch.isfinite(steps).all()
+    torch.testing.assert_close(steps, expected, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("seconds,steps", [(2.0, 25), (2.5, 32), (0.5, 7), (4.0, 50)])
@@ -229,6 +265,47 @@ def test_bf16_precision_stays_close_to_fp32():
     bf16 = hear_gram.get_scene_embeddings(audio, small_model(sample_rate=16000, precision="bf16"))
     assert bf16.dtype == torch.float32
     assert torch.nn.functional.cosine_similarity(fp32, bf16).item() > 0.99
+
+
+def test_bf16_on_a_cpu_without_fast_bfloat16_warns_once(monkeypatch):
+    """Simulated (this CPU has fast bf16): the first bf16 call warns and names the fix, the
+    next calls and fp32 models do not, and bf16 goes on as asked."""
+    monkeypatch.setattr(hear_gram.cpu, "fast_bf16", lambda: False)
+    audio = tone(1.0, 16000, 2)[None]
+    model = small_model(sample_rate=16000, precision="bf16")
+    with pytest.warns(UserWarning, match=r"precision='bf16' on this CPU .* precision='fp32'"):
+        hear_gram.get_scene_embeddings(audio, model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        hear_gram.get_timestamp_embeddings(audio, model)
+        hear_gram.get_scene_embeddings(audio, small_model(sample_rate=16000))
+    assert model.encoder.blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+
+
+def test_fast_bf16_detection_follows_onednn():
+    """The detector is torch's own: with oneDNN limited to AVX2 (the AVX2-only CPUs whose
+    bf16 matmuls are tens of times slower than fp32) it says no; the warning then comes."""
+    code = (
+        "import warnings, sys; sys.path.insert(0, 'tests')\n"
+        "from hear_gram.cpu import fast_bf16; from test_hear_api import small_model, tone\n"
+        "import hear_gram\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    model = small_model(sample_rate=16000, precision='bf16')\n"
+        "    hear_gram.get_scene_embeddings(tone(1.0, 16000, 2)[None], model)\n"
+        "print(fast_bf16(), sum('bf16' in str(w.message) for w in caught))\n"
+    )
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["False", "1"], result.stdout + result.stderr[-2000:]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

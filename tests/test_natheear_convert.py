@@ -1,7 +1,12 @@
 """natheear-tasks convert / localize: what is kept, determinism, shards, resume, bad input."""
 
+import io
 import json
 import math
+import os
+import shutil
+import stat
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +16,15 @@ import torch
 from natheear_helpers import write_task
 
 from natheear_tasks.cli import main
+from natheear_tasks.demo import synth
 from natheear_tasks.simulation.mix import fft_convolve
 from natheear_tasks.simulation.noise import resample
-from natheear_tasks.simulation.rirbank import RirBank, direction_vector
+from natheear_tasks.simulation.rirbank import RirBank, RirBankError, RirBankWriter, direction_vector
 from natheear_tasks.simulation.rirs import SimulationSettings, build_bank
 from natheear_tasks.tasks import convert as convert_module
+from natheear_tasks.tasks import taskdir
 from natheear_tasks.tasks.journal import Journal, read_journal
+from natheear_tasks.tasks.taskdir import atomic_write_json, wav_bytes
 
 FAST = SimulationSettings(n_rays=3000, max_seconds=0.5)
 
@@ -390,3 +398,273 @@ def test_without_rirs_a_bank_is_simulated_into_the_cache(tmp_path, monkeypatch):
     # a second task reuses the (warm) bank
     assert main(["localize", str(src), str(out), "--format", "ambisonics", "--bank-size", "2"]) == 0
     assert list((tmp_path / "cache" / "rirbanks").iterdir()) == banks
+
+
+def _add_labels(split_file: Path, labels: dict) -> None:
+    split_file.write_text(json.dumps({**json.loads(split_file.read_text()), **labels}))
+
+
+def test_a_name_that_climbs_out_cannot_overwrite_a_file_outside_out(tmp_path, banks, capsys):
+    src = write_task(tmp_path / "src", rates=(16000,))
+    # ../../../../x/evil.wav leads from <src>/16000/train/ and from
+    # <out>/<task>.partial/16000/train/ to tmp_path/x/evil.wav: a source read, then overwritten
+    victim = tmp_path / "x" / "evil.wav"
+    victim.parent.mkdir()
+    shutil.copy(src / "16000" / "train" / "train-0.wav", victim)
+    before = victim.read_bytes()
+    _add_labels(src / "train.json", {"../../../../x/evil.wav": ["beep"]})
+    out = tmp_path / "out"
+    assert _convert(src, out, "binaural", banks["binaural"]) == 2
+    assert "file name '../../../../x/evil.wav' has an empty, '.' or '..' part" in (
+        capsys.readouterr().err
+    )
+    assert victim.read_bytes() == before and not out.exists()
+
+
+def test_names_must_be_plain_relative_paths_inside_their_split_folder(tmp_path, banks, capsys):
+    src = write_task(tmp_path / "src", rates=(16000,))
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(src / "16000" / "train" / "train-0.wav", outside / "y.wav")
+    (src / "16000" / "train" / "link.wav").symlink_to(outside / "y.wav")
+    (src / "16000" / "train" / "linked").symlink_to(outside, target_is_directory=True)
+    bad = {
+        str(outside / "y.wav"): "is an absolute path",
+        "C:/y.wav": "is an absolute path",
+        "sub\\..\\..\\y.wav": "holds a backslash",
+        "a//train-0.wav": "has an empty, '.' or '..' part",
+        "./train-0.wav": "has an empty, '.' or '..' part",
+        "sub/": "has an empty, '.' or '..' part",
+        "": "is empty",
+        "y\x00.wav": "holds a control character",
+    }
+    _add_labels(src / "train.json", {name: ["beep"] for name in [*bad, "link.wav", "linked/y.wav"]})
+    out = tmp_path / "out"
+    assert _convert(src, out, "binaural", banks["binaural"]) == 2
+    err = capsys.readouterr().err
+    for name, problem in bad.items():
+        assert f"train.json: file name {name!r} {problem}" in err, name
+    for rel in ("16000/train/link.wav", "16000/train/linked/y.wav"):
+        assert f"{rel} leads out of 16000/train/ through a symbolic link" in err, rel
+    assert not out.exists()
+    # split names become file and folder names: one plain name each
+    metadata = json.loads((src / "task_metadata.json").read_text())
+    for splits, problem in (
+        (["train", "../valid"], "split name '../valid' must be a single name"),
+        (["train", ".."], "split name '..' has an empty, '.' or '..' part"),
+        (["train", "train"], "split 'train' is listed twice"),
+        (["train", 3], "split name 3 must be a string, got int"),
+    ):
+        (src / "task_metadata.json").write_text(json.dumps({**metadata, "splits": splits}))
+        assert _convert(src, out, "binaural", banks["binaural"]) == 2
+        assert problem in capsys.readouterr().err
+    assert main(["convert", str(src), str(out), "--format", "binaural", "--name", "../up"]) == 2
+    assert "--name '../up' must be a single name" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_names_in_subfolders_are_converted_and_previewed(tmp_path, banks):
+    from natheear_tasks.tasks.preview import _true_direction
+
+    src = write_task(tmp_path / "src", rates=(16000,), files_per_split=1)
+    (src / "16000" / "test" / "deep" / "er").mkdir(parents=True)
+    os.rename(src / "16000" / "test" / "test-0.wav", src / "16000" / "test" / "deep/er/t.wav")
+    (src / "test.json").write_text(json.dumps({"deep/er/t.wav": ["beep"]}))
+    out = tmp_path / "out"
+    assert _convert(src, out, "ambisonics", banks["ambisonics"]) == 0
+    task = out / "toy-scene-ambisonics"
+    assert sf.info(str(task / "16000" / "test" / "deep" / "er" / "t.wav")).channels == 4
+    (record,) = [
+        r
+        for r in map(json.loads, (task / "scenes.jsonl").read_text().splitlines())
+        if r["split"] == "test"
+    ]
+    assert record["file"] == "deep/er/t.wav"
+    wav = task / "16000" / "test" / "deep" / "er" / "t.wav"
+    assert _true_direction(wav) == record["scene"]["source"]
+
+
+def test_a_bank_index_naming_files_outside_the_bank_is_refused(tmp_path, scene_task, banks):
+    bank = tmp_path / "bank"
+    shutil.copytree(banks["ambisonics"], bank)
+    index = bank / "scenes.jsonl"
+    records = [json.loads(line) for line in index.read_text().splitlines()]
+    for name in ("../elsewhere.npy", "/tmp/x.npy"):
+        records[1]["file"] = name
+        index.write_text("".join(json.dumps(r) + "\n" for r in records))
+        with pytest.raises(RirBankError, match=f"line 2: file {name!r}"):
+            RirBank.open(bank)
+    (bank / "rirs" / "link.npy").symlink_to(tmp_path / "elsewhere.npy")
+    records[1]["file"] = "rirs/link.npy"
+    index.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(RirBankError, match="leads out of the bank through a symbolic link"):
+        RirBank.open(bank)
+
+
+def test_non_finite_samples_and_a_vocabulary_without_labels_are_listed(
+    tmp_path, banks, capsys, monkeypatch
+):
+    monkeypatch.setattr(taskdir, "FINITE_CHECK_FRAMES", 4096)  # 4 blocks per wav
+    src = write_task(tmp_path / "src", rates=(16000,), subtype="FLOAT")
+    for rel, subtype, value, at in (
+        ("16000/train/train-0.wav", "FLOAT", np.nan, [9000, 100]),
+        ("16000/valid/valid-1.wav", "FLOAT", np.inf, [7]),
+        ("16000/test/test-0.wav", "DOUBLE", -np.inf, [15999]),
+    ):
+        audio, rate = sf.read(str(src / rel), dtype="float64")
+        audio[at] = value
+        sf.write(src / rel, audio, rate, subtype=subtype)
+    (src / "labelvocabulary.csv").write_text("idx,label\n")
+    out = tmp_path / "out"
+    assert _convert(src, out, "binaural", banks["binaural"]) == 2
+    err = capsys.readouterr().err
+    for problem in (
+        "16000/train/train-0.wav has 2 samples that are NaN or infinite (the first at sample 100)",
+        "16000/valid/valid-1.wav has 1 samples that are NaN or infinite (the first at sample 7)",
+        "16000/test/test-0.wav has 1 samples that are NaN or infinite (the first at sample 15999)",
+        "labelvocabulary.csv lists no labels (only its header)",
+    ):
+        assert problem in err, problem
+    assert "problem(s)" in err and not out.exists()
+
+
+def test_malformed_labels_splits_and_outputs_get_a_one_line_reason(tmp_path, banks, capsys):
+    src = write_task(tmp_path / "src", rates=(16000,))
+    out = tmp_path / "out"
+    labels = (src / "train.json").read_text()
+    _add_labels(src / "train.json", {"train-0.wav": [["beep"]]})
+    assert _convert(src, out, "binaural", banks["binaural"]) == 2
+    assert "train.json['train-0.wav']: a label must be a string, got list" in (
+        capsys.readouterr().err
+    )
+    (src / "train.json").write_text(labels)
+    event = write_task(tmp_path / "src", "toy-event", kind="event", rates=(16000,))
+    _add_labels(event / "test.json", {"test-1.wav": [{"label": ["hum"], "start": 0, "end": 9}]})
+    assert _convert(event, out, "binaural", banks["binaural"]) == 2
+    assert "test.json['test-1.wav']: a label must be a string, got list" in (
+        capsys.readouterr().err
+    )
+    metadata = json.loads((src / "task_metadata.json").read_text())
+    for splits in ("train", 5, [], {"train": 1}):
+        (src / "task_metadata.json").write_text(json.dumps({**metadata, "splits": splits}))
+        assert _convert(src, out, "binaural", banks["binaural"]) == 2
+        assert "splits must be a non-empty list of split names" in capsys.readouterr().err
+    (src / "task_metadata.json").write_text(json.dumps(metadata))
+    assert not out.exists()
+    (out / "toy-scene-binaural").mkdir(parents=True)  # empty: not a converted task
+    assert _convert(src, out, "binaural", banks["binaural"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "exists and is not a task converted by natheear-tasks" in err
+    (out / "toy-scene-binaural" / "task_metadata.json").write_text("{")
+    assert _convert(src, out, "binaural", banks["binaural"]) == 2
+    assert "exists and is not a task converted" in capsys.readouterr().err
+    (tmp_path / "file").write_text("not a folder")
+    assert _convert(src, tmp_path / "file", "binaural", banks["binaural"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"OUT {tmp_path / 'file'} is a file" in err
+
+
+def _next_second() -> None:
+    """Sleep into the next wall-clock second (libsndfile's PEAK chunk holds the time)."""
+    time.sleep(1.01 - time.time() % 1)
+
+
+def test_wav_bytes_do_not_depend_on_the_time_of_writing():
+    audio = np.random.default_rng(0).uniform(-1, 1, (1000, 4)).astype(np.float32)
+    subtypes = ("PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE")
+    first = {subtype: wav_bytes(audio, 16000, subtype) for subtype in subtypes}
+    _next_second()
+    assert {subtype: wav_bytes(audio, 16000, subtype) for subtype in subtypes} == first
+    for subtype in ("FLOAT", "DOUBLE"):
+        info = sf.info(io.BytesIO(first[subtype]))
+        assert (info.subtype, info.frames, info.channels) == (subtype, 1000, 4)
+        assert np.array_equal(sf.read(io.BytesIO(first[subtype]), dtype="float32")[0], audio)
+
+
+def test_float_source_wavs_convert_to_the_same_bytes_every_time(tmp_path, banks):
+    src = write_task(tmp_path / "src", rates=(16000,), subtype="FLOAT", files_per_split=1)
+    runs = []
+    for n in range(2):
+        _next_second()
+        assert (
+            _convert(src, tmp_path / f"out{n}", "binaural", banks["binaural"], "--seed", "3") == 0
+        )
+        runs.append(_files(tmp_path / f"out{n}" / "toy-scene-binaural"))
+    assert runs[0] == runs[1]
+    wav = tmp_path / "out0" / "toy-scene-binaural" / "16000" / "test" / "test-0.wav"
+    assert sf.info(str(wav)).subtype == "FLOAT"
+
+
+def test_written_files_and_folders_follow_the_umask(tmp_path, scene_task, banks):
+    out = tmp_path / "out"
+    old = os.umask(0o027)
+    try:
+        extra = ["--sample-rates", "16000"]
+        assert _convert(scene_task, out, "binaural", banks["binaural"], *extra) == 0
+        writer = RirBankWriter(out / "bank", "ambisonics", 16000, 1, {"seed": 0})
+        writer.start()
+        writer.write_scene(0, np.zeros((1, 4, 8), np.float32), {"source": {}})
+        writer.finalize()
+        audio = np.zeros(1600, np.float32)
+        task = synth.SynthTask({"task_name": "t"}, ["a"], {"train": {"x.wav": (audio, ["a"])}})
+        synth.write_task(out / "synth", task)
+        atomic_write_json(out / "summary.json", {"a": 1})
+    finally:
+        os.umask(old)
+    modes = {
+        path.relative_to(out).as_posix(): (path.is_dir(), stat.S_IMODE(path.stat().st_mode))
+        for path in out.rglob("*")
+    }
+    assert {"toy-scene-binaural/train.json", "bank/bank.json", "synth/t/task_metadata.json"} < set(
+        modes
+    )
+    wrong = {p: oct(m) for p, (d, m) in modes.items() if m != (0o750 if d else 0o640)}
+    assert not wrong, wrong
+
+
+def _rename_then_die(monkeypatch) -> None:
+    """Make the converter stop (as on a kill) just after it renames a folder."""
+    rename = os.rename
+
+    def rename_then_die(a, b):
+        rename(a, b)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "rename", rename_then_die)
+
+
+def test_a_run_killed_just_after_publishing_leaves_no_work_files(
+    tmp_path, scene_task, reference, banks, monkeypatch
+):
+    out = tmp_path / "out"
+    _rename_then_die(monkeypatch)
+    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 1
+    monkeypatch.undo()
+    assert sorted(p.name for p in out.iterdir()) == ["toy-scene-binaural"]
+    assert _files(out / "toy-scene-binaural") == _files(reference)
+    assert not list((out / "toy-scene-binaural").glob(".*"))
+
+
+def test_a_rerun_publishes_a_finished_partial_and_cleans_a_published_task(
+    tmp_path, scene_task, reference, banks, monkeypatch, capsys
+):
+    out = tmp_path / "out"
+    monkeypatch.setattr(os, "rename", lambda a, b: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 1
+    monkeypatch.undo()
+    partial = out / "toy-scene-binaural.partial"
+    assert (partial / "task_metadata.json").exists() and not (partial / ".journal").exists()
+    (partial / ".scenes.jsonl.1234.tmp").write_text("cut short")  # an atomic write killed
+    capsys.readouterr()
+    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 0
+    assert "converted 0 files" in capsys.readouterr().out
+    assert _files(out / "toy-scene-binaural") == _files(reference)
+    assert not list((out / "toy-scene-binaural").glob(".*"))
+    # a task published with its work files inside (killed between publishing and cleaning)
+    task = out / "toy-scene-binaural"
+    (task / ".journal").mkdir()
+    (task / ".journal" / "0.jsonl").write_text("{}\n")
+    (task / ".natheear-job.json").write_text("{}")
+    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 0
+    assert "removed the work files" in capsys.readouterr().out
+    assert _files(task) == _files(reference) and not list(task.glob(".*"))

@@ -15,6 +15,7 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
+from hear_gram import cpu
 from training import checkpointing, config
 from training.export import main as export_main
 from training.mae import MaskedAutoencoder, build_model
@@ -103,8 +104,34 @@ def test_too_many_bad_clips_through_workers_exits_instead_of_hanging(tmp_path):
     assert "no readable clips" in result.stderr
 
 
-def test_resume_after_sigterm_equals_an_uninterrupted_run(toy_data, tmp_path):
-    fields = {"train.steps": 8, "train.checkpoint_every": 100}
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, read from /proc, descendants first."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    order: list[int] = []
+
+    def visit(p: int) -> None:
+        for child in children.get(p, []):
+            visit(child)
+        order.append(p)
+
+    visit(pid)
+    return order
+
+
+@pytest.mark.parametrize("target", ["group", "every process"])
+def test_resume_after_sigterm_equals_an_uninterrupted_run(toy_data, tmp_path, target):
+    """SIGTERM as a scheduler sends it to the process group (data workers sit in a group of
+    their own, so only the main process sees it), or as systemd's KillMode and ``pkill -f``
+    send it to every process of the run, data workers first: either way the run
+    checkpoints after the current step, stops its workers and exits 143, and resumes
+    exactly."""
+    fields = {"train.steps": 8, "train.checkpoint_every": 100, "data.num_workers": 2}
     whole = train(toy_config(toy_data, **fields), tmp_path / "whole")
 
     run = tmp_path / "killed"
@@ -117,16 +144,23 @@ def test_resume_after_sigterm_equals_an_uninterrupted_run(toy_data, tmp_path):
         text=True,
         start_new_session=True,
     )
-    output = []
+    output, workers = [], []
     for line in proc.stdout:
         output.append(line)
         if "step 3/8" in line:
-            # As a scheduler does: the whole process group. Data workers sit in a group of
-            # their own, so only the main process sees it, checkpoints, and stops them.
-            os.killpg(proc.pid, signal.SIGTERM)
+            if target == "group":
+                os.killpg(proc.pid, signal.SIGTERM)
+            else:
+                *workers, main_pid = process_tree(proc.pid)
+                assert len(workers) >= 2, workers
+                for pid in [*workers, main_pid]:
+                    os.kill(pid, signal.SIGTERM)
     assert proc.wait(timeout=120) == 128 + signal.SIGTERM, "".join(output)
+    assert "killed by signal" not in "".join(output)
     stopped = checkpointing.latest(run)
     assert stopped is not None and 3 <= checkpointing.read_state(stopped)["step"] < 8, output
+    for pid in workers:  # stopped with the run, not orphaned
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
 
     resumed = train(toy_config(toy_data, **fields), run, resume=True)
     for key, value in whole.state_dict().items():
@@ -135,6 +169,98 @@ def test_resume_after_sigterm_equals_an_uninterrupted_run(toy_data, tmp_path):
         load_file(checkpointing.latest(run) / "model.safetensors")["encoder.norm.weight"],
         whole.encoder.norm.weight.detach(),
     )
+
+
+def test_resume_skips_damaged_checkpoints_and_continues_exactly(toy_data, tmp_path, caplog):
+    """The newest checkpoint truncated (model.safetensors) and the one before damaged
+    (state.pt): --resume names both files and why, resumes from the newest intact one and
+    ends where an uninterrupted run does."""
+    fields = {"train.steps": 8, "train.checkpoint_every": 2, "train.keep_checkpoints": 0}
+    whole = train(toy_config(toy_data, **fields), tmp_path / "whole")
+    run = tmp_path / "damaged"
+    train(toy_config(toy_data, **fields), run)
+    root = checkpointing.checkpoint_dir(run)
+    weights = root / "step-000000008" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    state = root / "step-000000006" / "state.pt"
+    state.write_bytes(state.read_bytes()[:-100])
+    with caplog.at_level("WARNING"):
+        resumed = train(toy_config(toy_data, **fields), run, resume=True)
+    warned = caplog.text
+    assert f"step-000000008: {weights} is not a readable safetensors file" in warned
+    assert f"step-000000006: {state} is unreadable" in warned
+    assert f"resuming from {root / 'step-000000004'}, the newest intact checkpoint" in warned
+    for key, value in whole.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+    assert checkpointing.read_state(root / "step-000000008")["step"] == 8  # written anew
+
+
+def test_keeping_the_newest_checkpoints_counts_from_the_step_written(tmp_path):
+    """Resumed from step 4 past a damaged step 8, the run writes step 5 with keep 1: step 4
+    goes, step 5 (which latest names) stays, and step 8 stays until written again."""
+    model = torch.nn.Linear(2, 2)
+    for step in (4, 8):
+        checkpointing.save(tmp_path, step, model, {}, [{}])
+    checkpointing.save(tmp_path, 5, model, {}, [{}], keep=1)
+    names = [p.name for p in checkpointing.step_folders(tmp_path)]
+    assert names == ["step-000000008", "step-000000005"]
+    assert checkpointing.latest(tmp_path).name == "step-000000005"
+
+
+def test_resume_without_an_intact_checkpoint_is_refused(toy_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    train(toy_config(toy_data, **{"train.steps": 2}), run)
+    state = checkpointing.checkpoint_dir(run) / "step-000000002" / "state.pt"
+    state.write_bytes(b"")
+    args = ["--config", str(TOY), "--out", str(run), "--resume"]
+    assert main(args + overrides(toy_data, **{"train.steps": 4})) == 2
+    err = capsys.readouterr().err
+    assert f"has no intact checkpoint to resume from: step-000000002: {state}" in err
+
+
+KILLED_WHILE_CHECKPOINTING = """
+import os, signal, sys, torch
+from training import pretrain
+save = torch.save
+def save_then_die(*args, **kwargs):
+    save(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+torch.save = save_then_die
+sys.exit(pretrain.main(sys.argv[1:]))
+"""
+
+
+def test_temporary_folders_of_a_killed_run_are_removed_on_the_next_start(toy_data, tmp_path):
+    """A run SIGKILLed inside its first checkpoint's write leaves a hidden .step-* folder;
+    the next start removes it (and nothing else), holding the run folder's lock, which a
+    second process cannot take."""
+    run = tmp_path / "run"
+    fields = {"train.steps": 2, "train.checkpoint_every": 1, "data.num_workers": 0}
+    args = ["--config", str(TOY), "--out", str(run), *overrides(toy_data, **fields)]
+    result = subprocess.run(
+        [sys.executable, "-c", KILLED_WHILE_CHECKPOINTING, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    root = checkpointing.checkpoint_dir(run)
+    (left,) = root.glob(".step-000000001.*")
+    assert (left / "state.pt").is_file()
+    (root / ".latest.tmp").write_text("step-000000001\n")
+    (root / ".step-notes").write_text("not ours")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (root / ".step-000000009.abcdefgh").symlink_to(elsewhere)
+
+    with checkpointing.RunLock(run):
+        assert main([*args, "--resume"]) == 2  # in use: nothing removed
+    assert left.exists()
+    train(toy_config(toy_data, **fields), run, resume=True)
+    assert not left.exists() and not (root / ".latest.tmp").exists()
+    assert (root / ".step-notes").is_file() and elsewhere.is_dir()
+    assert checkpointing.latest(run).name == "step-000000002"
 
 
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(toy_data, tmp_path, monkeypatch):
@@ -153,6 +279,15 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(toy_data, tmp_p
     last = checkpointing.latest(tmp_path / "run")
     assert last.name == "step-000000004"
     assert all(v.isfinite().all() for v in load_file(last / "model.safetensors").values())
+
+
+def test_bf16_on_a_cpu_without_fast_bfloat16_warns(toy_data, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(cpu, "fast_bf16", lambda: False)
+    cfg = toy_config(toy_data, **{"train.steps": 1, "train.precision": "bf16"})
+    with caplog.at_level("WARNING"):
+        train(cfg, tmp_path / "run")
+    assert "train.precision=bf16 on this CPU" in caplog.text
+    assert "set train.precision=fp32" in caplog.text
 
 
 def _ddp_rank(rank: int, port: int, fields: dict, out: str, data: str, results: str) -> None:

@@ -8,30 +8,48 @@ name of the newest). Each checkpoint folder has
   NumPy, torch CPU and CUDA) and the data position; plain tensors and containers, read
   with ``torch.load(weights_only=True)``.
 
-A checkpoint is written to a hidden temporary folder and renamed into place, then
-``latest`` is replaced (also by rename), so a crash at any moment leaves the previous
-checkpoint intact and ``latest`` naming a complete one.
+A checkpoint is written to a hidden temporary folder (its files flushed to disk) and renamed
+into place, then ``latest`` is replaced (also by rename), so a crash at any moment leaves
+the previous checkpoint intact and ``latest`` naming a complete one. Resuming takes the
+newest checkpoint that reads back whole (:func:`newest_intact`): one damaged later (a
+truncated copy, a full disk) is named and skipped. A training process holds the run
+folder's lock (:class:`RunLock`) while it runs, and removes the temporary folders that
+killed runs left behind.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import logging
 import os
 import random
+import re
 import shutil
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
+from torch import Tensor, nn
 
-from hear_gram.checkpoint import load_state_strict
+from hear_gram.atomic import save_safetensors, temp_dir
+from hear_gram.checkpoint import read_weights
+from hear_gram.errors import CheckpointError
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"
+LOCK = ".lock"
+STATE_KEYS = ("step", "ranks", "optimizer", "scheduler", "config", "world_size", "readers")
+_STEP = re.compile(r"^step-(\d{9})$")
+# save()'s temporary folders (.step-NNNNNNNNN. and 8 characters, also tempfile's) and the
+# temporary pointer.
+_TEMPORARY = re.compile(r"^\.step-\d{9}\.[a-z0-9_]{8}$")
+_POINTER_TMP = f".{LATEST}.tmp"
+
+log = logging.getLogger(__name__)
 
 
 def rng_state() -> dict:
@@ -73,12 +91,29 @@ def step_name(step: int) -> str:
 
 
 def latest(run: Path) -> Path | None:
-    """The newest complete checkpoint of a run, or None."""
+    """The checkpoint ``latest`` names, when it has a state file; else None."""
     pointer = checkpoint_dir(run) / LATEST
     if not pointer.is_file():
         return None
     path = checkpoint_dir(run) / pointer.read_text().strip()
     return path if (path / STATE).is_file() else None
+
+
+def step_folders(run: Path) -> list[Path]:
+    """The run's ``step-NNNNNNNNN`` folders, newest first."""
+    root = checkpoint_dir(run)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if _STEP.match(p.name) and p.is_dir()]
+    return sorted(found, key=lambda p: p.name, reverse=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def save(
@@ -95,37 +130,160 @@ def save(
         model: the bare model (not a DDP or compiled wrapper).
         train_state: optimiser, scheduler, config and anything else shared by the ranks.
         rank_states: one entry per rank (RNG states, data position).
-        keep: keep the newest ``keep`` step checkpoints and delete older ones (0 keeps all).
+        keep: keep the newest ``keep`` checkpoints up to ``step`` and delete older ones (0
+            keeps all); later ones (left by a damaged checkpoint resumed before) stay until
+            this run writes their step again.
     """
     root = checkpoint_dir(run)
     root.mkdir(parents=True, exist_ok=True)
     final = root / step_name(step)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+    tmp = temp_dir(root, f".{final.name}.")
     try:
         weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(weights, tmp / WEIGHTS, metadata={"format": "pt", "step": str(step)})
+        save_safetensors(weights, tmp / WEIGHTS, metadata={"format": "pt", "step": str(step)})
         torch.save({**train_state, "step": step, "ranks": rank_states}, tmp / STATE)
+        for path in (tmp / WEIGHTS, tmp / STATE, tmp):
+            _fsync(path)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    pointer = root / f".{LATEST}.tmp"
+    pointer = root / _POINTER_TMP
     pointer.write_text(final.name + "\n")
     os.replace(pointer, root / LATEST)
+    _fsync(root)
     if keep:
-        for old in sorted(root.glob("step-*"))[:-keep]:
+        done = [p for p in step_folders(run) if p.name <= final.name]
+        for old in done[keep:]:
             shutil.rmtree(old)
     return final
 
 
 def read_state(path: Path) -> dict:
-    """A checkpoint's ``state.pt``: ``step``, ``ranks``, optimiser, scheduler, config."""
-    return torch.load(Path(path) / STATE, map_location="cpu", weights_only=True)
+    """A checkpoint's ``state.pt``: ``step``, ``ranks``, optimiser, scheduler, config.
+
+    Raises:
+        CheckpointError: missing, unreadable (truncated) or without those entries.
+    """
+    file = Path(path) / STATE
+    if not file.is_file():
+        raise CheckpointError(f"{file} does not exist")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch reports a damaged zip or pickle through many types
+        raise CheckpointError(
+            f"{file} is unreadable ({type(error).__name__}: {error}); it is truncated or damaged"
+        ) from None
+    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{file} lacks {missing}; it was not written by this training")
+    return state
 
 
-def load(path: Path, model: nn.Module) -> dict:
-    """Load a checkpoint's weights into ``model`` (strictly) and return :func:`read_state`."""
-    load_state_strict(model, load_file(Path(path) / WEIGHTS), str(path))
-    return read_state(path)
+def read(path: Path) -> tuple[dict[str, Tensor], dict]:
+    """A checkpoint's weights and :func:`read_state`.
+
+    Raises:
+        CheckpointError: either file missing or damaged; the message names it.
+    """
+    return read_weights(Path(path) / WEIGHTS), read_state(path)
+
+
+@dataclass
+class Intact:
+    """The checkpoint to resume from, and why each newer one cannot be."""
+
+    path: Path
+    weights: dict[str, Tensor]
+    state: dict
+    skipped: list[str]
+
+
+def newest_intact(run: Path) -> Intact | None:
+    """The newest checkpoint of ``run`` that reads back whole; None when the run has none.
+
+    Raises:
+        CheckpointError: the run has checkpoints but none is intact (each one's problem is
+            named).
+    """
+    skipped = []
+    for folder in step_folders(run):
+        try:
+            weights, state = read(folder)
+        except CheckpointError as error:
+            skipped.append(f"{folder.name}: {error}")
+            continue
+        return Intact(folder, weights, state, skipped)
+    if skipped:
+        raise CheckpointError(
+            f"{run} has no intact checkpoint to resume from: " + "; ".join(skipped) + ". "
+            "Restore one (from a backup), or start a new run in another --out"
+        )
+    return None
+
+
+class RunInUse(Exception):
+    """Another process holds the run folder's lock."""
+
+
+class RunLock:
+    """An exclusive lock on a run folder (``flock`` of ``RUN/.lock``), held by the training
+    process that writes its checkpoints, so that another one cannot write into it too and
+    the temporary folders of killed runs can be removed safely."""
+
+    def __init__(self, run: Path) -> None:
+        self.run = Path(run)
+        self.fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        self.run.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.run / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            os.close(fd)
+            if error.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                raise RunInUse(
+                    f"another training process is using {self.run} (it holds "
+                    f"{self.run / LOCK}): wait for it to end, or choose another --out"
+                ) from None
+            log.warning(
+                "cannot lock %s (%s): temporary folders of killed runs are left in place",
+                self.run / LOCK,
+                error,
+            )
+            return self
+        self.fd = fd
+        return self
+
+    @property
+    def held(self) -> bool:
+        return self.fd is not None
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def remove_temporaries(run: Path, lock: RunLock) -> list[Path]:
+    """Remove what killed runs left in ``run``'s checkpoints folder: :func:`save`'s hidden
+    temporary ``.step-*`` folders and pointer file. Needs ``lock`` held (no process is
+    writing them); anything else, links included, is left alone. Returns what was removed.
+    """
+    root = checkpoint_dir(run)
+    if not lock.held or not root.is_dir():
+        return []
+    removed = []
+    for path in sorted(root.iterdir()):
+        if path.is_symlink():
+            continue
+        if _TEMPORARY.match(path.name) and path.is_dir():
+            shutil.rmtree(path)
+            removed.append(path)
+        elif path.name == _POINTER_TMP and path.is_file():
+            path.unlink()
+            removed.append(path)
+    return removed

@@ -39,8 +39,11 @@ import io
 import logging
 import math
 import os
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
+from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Protocol
 
@@ -499,17 +502,47 @@ class ClipStream(IterableDataset):
         yield from self.batches((self.first_reader + physical) % self.num_readers)
 
 
-def _worker_init(_: int) -> None:
+def _worker_sigterm(main_pid: int, releasing: Event, signum: int, _frame: object) -> None:
+    """A data worker's SIGTERM: once the main process releases the workers (it is shutting
+    them down), end as by default; before, the run is still going: pass the signal to the
+    main process, which checkpoints after the current step (with the batches this worker
+    still serves) and then stops the workers."""
+    if releasing.is_set():
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+    elif os.getppid() == main_pid:
+        os.kill(main_pid, signum)
+
+
+def _worker_init(main_pid: int, releasing: Event | None, _: int) -> None:
     # A process group of its own: Ctrl-C or a scheduler's SIGTERM to the training's group
-    # reach only the main process, which checkpoints and then stops the workers. Default
-    # handlers stay, so the workers still end when the main process terminates them.
+    # reach only the main process, which checkpoints and then stops the workers.
     os.setpgid(0, 0)
     torch.set_num_threads(1)
+    if releasing is not None:
+        # SIGTERM to every process of the run (systemd's KillMode, pkill -f) must not kill
+        # the workers under a main process that is checkpointing; SIGINT is the main
+        # process's (a second one there stops at once).
+        signal.signal(signal.SIGTERM, partial(_worker_sigterm, main_pid, releasing))
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def make_loader(stream: ClipStream, num_workers: int, pin_memory: bool = False) -> DataLoader:
+def make_loader(
+    stream: ClipStream,
+    num_workers: int,
+    pin_memory: bool = False,
+    releasing: Event | None = None,
+) -> DataLoader:
     """A DataLoader over ``stream``: ``num_workers`` processes, one per reader (0 reads in
-    the main process, as one reader)."""
+    the main process, as one reader).
+
+    Args:
+        releasing: a ``torch.multiprocessing.Event``. When given, a worker ignores SIGINT
+            and passes a SIGTERM to the main process until the event is set, and ends on
+            SIGTERM after; set it before the workers are shut down (they are sent SIGTERM
+            when they do not stop in time, and at interpreter exit). Without it, workers
+            keep the default handlers.
+    """
     if max(1, num_workers) != stream.num_readers:
         raise ValueError(f"{num_workers} workers for a stream of {stream.num_readers} readers")
     return DataLoader(
@@ -517,7 +550,7 @@ def make_loader(stream: ClipStream, num_workers: int, pin_memory: bool = False) 
         batch_size=None,
         num_workers=num_workers,
         pin_memory=pin_memory,
-        worker_init_fn=_worker_init if num_workers else None,
+        worker_init_fn=partial(_worker_init, os.getpid(), releasing) if num_workers else None,
         persistent_workers=num_workers > 0,
         prefetch_factor=2 if num_workers else None,
     )

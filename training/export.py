@@ -18,9 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from safetensors.torch import load_file
-
-from hear_gram.checkpoint import load_state_strict, save_checkpoint
+from hear_gram.checkpoint import load_state_strict, read_weights, save_checkpoint
 from hear_gram.errors import CheckpointError
 from hear_gram.variants import create_encoder, get_variant
 from training import checkpointing
@@ -64,7 +62,7 @@ def export(
     state = checkpointing.read_state(path)
     cfg = configuration.from_dict(state["config"])
     args = family_of(cfg).encoder_args()
-    weights = load_file(path / checkpointing.WEIGHTS)
+    weights = read_weights(path / checkpointing.WEIGHTS)
     prefix = TEACHER_PREFIX if teacher else PREFIX
     if teacher and not any(k.startswith(prefix) for k in weights):
         raise CheckpointError(f"{path} has no EMA teacher (only CAT runs have one)")

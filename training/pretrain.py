@@ -21,11 +21,15 @@ the loop's draws (clean batch, crops, masks) by ``(seed, rank, step, micro-batch
 Checkpoints hold the data readers' positions and the RNG states, so ``--resume`` continues
 exactly where the last checkpoint left off: with the same number of ranks and workers, the
 weights equal those of an uninterrupted run. SIGTERM or SIGINT writes a checkpoint after
-the current step and exits with 128 + the signal number (a second SIGINT stops at once).
+the current step and exits with 128 + the signal number (a second SIGINT stops at once),
+also when SIGTERM reaches every process of the run: data workers pass theirs on to the
+main process and serve batches until it stops them (training.data.make_loader).
 
 Exit codes: 0 done, 1 training failed (a NaN or infinite loss, too many unreadable clips),
-2 bad usage (config, paths, a run folder that exists without --resume), 130/143 stopped by
-SIGINT/SIGTERM after checkpointing.
+2 bad usage (config, paths, a run folder that exists without --resume, one another process
+is training in, or --resume without an intact checkpoint), 130/143 stopped by SIGINT/SIGTERM
+after checkpointing. --resume takes the newest checkpoint that reads back whole, naming the
+damaged ones it skips (training.checkpointing).
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from hear_gram import cpu
+from hear_gram.checkpoint import load_state_strict
 from hear_gram.errors import CheckpointError
 from hear_gram.features import AUDIO_CHANNELS
 from hear_gram.variants import get_variant
@@ -142,6 +148,8 @@ class StopSignals:
     def _handle(self, signum: int, _frame: object) -> None:
         if self.signum and signum == signal.SIGINT:
             raise KeyboardInterrupt
+        if self.signum == signum:  # SIGTERM again (data workers pass theirs on)
+            return
         self.signum = signum
         log.warning("signal %d: checkpointing after this step, then stopping", signum)
 
@@ -180,8 +188,8 @@ def train(
     """Run (or continue) pretraining into run folder ``out``; returns the bare model."""
     rank, _, world, device = setup_device(cfg.train.device)
     try:
-        with StopSignals() as stop:
-            return _train(cfg, Path(out), resume, init, rank, world, device, stop)
+        with StopSignals() as stop, contextlib.ExitStack() as held:
+            return _train(cfg, Path(out), resume, init, rank, world, device, stop, held)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -196,6 +204,7 @@ def _train(
     world: int,
     device: torch.device,
     stop: StopSignals,
+    held: contextlib.ExitStack,
 ) -> torch.nn.Module:
     m, t, o = cfg.model, cfg.train, cfg.optim
     master = rank == 0
@@ -208,15 +217,29 @@ def _train(
         )
     clips_per_micro = t.batch_clips // (world * t.accum_steps)
     readers = max(1, cfg.data.num_workers)
-    found = checkpointing.latest(out)
-    if found is None and (checkpointing.checkpoint_dir(out) / checkpointing.LATEST).exists():
-        raise UsageError(f"{out}: 'latest' names a missing checkpoint; fix or remove it")
-    if found is not None and not resume:
+    checkpoints = checkpointing.step_folders(out)
+    pointer = checkpointing.checkpoint_dir(out) / checkpointing.LATEST
+    if not checkpoints and pointer.exists():
+        raise UsageError(
+            f"{out}: {pointer} names a checkpoint, but the run has none; restore its "
+            f"checkpoint folders, or remove {pointer} to start the run anew"
+        )
+    if checkpoints and not resume:
         raise UsageError(
             f"{out} already holds a run: pass --resume to continue it or choose another --out"
         )
-    if found is not None and init:
+    if checkpoints and init:
         raise UsageError("--init-from applies to a new run only; this run already has checkpoints")
+
+    def lock_run() -> None:
+        """Hold the run folder (rank 0, the writer) and clear what killed runs left."""
+        lock = held.enter_context(checkpointing.RunLock(out))
+        for path in checkpointing.remove_temporaries(out, lock):
+            log.info("removed %s, left by a run killed while checkpointing", path)
+
+    locked = master and out.exists()
+    if locked:
+        lock_run()
 
     units = open_source(cfg.data.train)
     torch.manual_seed(t.seed)
@@ -233,8 +256,16 @@ def _train(
     step, data_state = 0, {"first_reader": 0, "readers": {}}
     torch.manual_seed(t.seed + rank)
     np.random.seed(t.seed + rank)
-    if found is not None:
-        state = checkpointing.load(found, model)
+    intact = checkpointing.newest_intact(out) if checkpoints else None
+    if intact is not None:
+        found, state = intact.path, intact.state
+        if master:
+            for problem in intact.skipped:
+                log.warning("cannot resume from %s", problem)
+            if intact.skipped:
+                log.warning("resuming from %s, the newest intact checkpoint", found)
+        load_state_strict(model, intact.weights, str(found))
+        del intact
         if state["world_size"] != world or state["readers"] != readers:
             raise UsageError(
                 f"{found} was written by {state['world_size']} ranks x {state['readers']} data "
@@ -261,6 +292,8 @@ def _train(
                 log.info("initialised %s", what)
         if master:
             out.mkdir(parents=True, exist_ok=True)
+            if not locked:
+                lock_run()
             configuration.dump(cfg, out / "config.yaml")
 
     scenes = None
@@ -294,6 +327,13 @@ def _train(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     bf16 = t.precision == "bf16" or (t.precision == "auto" and device.type == "cuda")
+    if bf16 and device.type == "cpu" and master and not cpu.fast_bf16():
+        log.warning(
+            "train.precision=bf16 on this CPU (%s), which has no fast bfloat16 matmuls: "
+            "steps run slower than in fp32 (bf16 matmuls tens of times slower); set "
+            "train.precision=fp32",
+            cpu.cpu_name(),
+        )
     autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=bf16)
     writer = None
     if master and t.tensorboard:
@@ -336,7 +376,8 @@ def _train(
             dist.barrier()
         return path
 
-    loader = make_loader(stream, cfg.data.num_workers, pin_memory=device.type == "cuda")
+    releasing = torch.multiprocessing.Event()
+    loader = make_loader(stream, cfg.data.num_workers, device.type == "cuda", releasing)
     batches = iter(loader)
     interval_loss, interval_steps, interval_start = 0.0, 0, time.perf_counter()
     interval_parts: dict[str, torch.Tensor] = {}
@@ -425,6 +466,7 @@ def _train(
             if stopping:
                 raise Interrupted(stop.signum or signal.SIGTERM)
     finally:
+        releasing.set()
         del batches
         if writer is not None:
             writer.close()
@@ -492,6 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     except (
         configuration.ConfigError,
         UsageError,
+        checkpointing.RunInUse,
         CheckpointError,
         BadClipError,
         ValueError,

@@ -21,7 +21,6 @@ import hashlib
 import importlib
 import io
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
+from hear_gram.atomic import temp_file
 from hear_gram.audio import RESAMPLER
 from hear_gram.features import SAMPLE_RATE
 
@@ -128,7 +128,7 @@ class HearTargets:
         return self.cache_dir / f"{hashlib.sha1(key.encode()).hexdigest()}.npy"
 
     def _store(self, key: str, vector: np.ndarray) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.cache_dir, suffix=".tmp")
+        fd, tmp = temp_file(self.cache_dir, ".", ".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
                 np.save(f, vector)

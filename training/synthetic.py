@@ -19,13 +19,13 @@ import argparse
 import io
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 from webdataset import TarWriter
 
+from hear_gram.atomic import temp_dir
 from hear_gram.features import AUDIO_CHANNELS, SAMPLE_RATE
 from natheear_tasks.simulation.rirbank import RirBankWriter
 
@@ -142,7 +142,7 @@ def write_dataset(
     if out.exists():
         raise FileExistsError(f"{out} exists; remove it or choose another folder")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = temp_dir(out.parent, f".{out.name}.")
     try:
         rng = np.random.default_rng(seed)
         write_shards(tmp / "shards", clips, shards, seconds, rng)

@@ -35,6 +35,8 @@ import soundfile as sf
 from scipy.signal import resample_poly
 from tqdm import tqdm
 
+from hear_gram.atomic import temp_dir
+
 SAMPLE_RATE = 16000
 SPLITS = ("train", "valid", "test")
 WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
@@ -410,7 +412,7 @@ def write_task(root: Path, task: SynthTask) -> Path:
     name = task.metadata["task_name"]
     final = root / name
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    tmp = temp_dir(root, f".{name}.")
     try:
         (tmp / "task_metadata.json").write_text(json.dumps(task.metadata, indent=2) + "\n")
         vocabulary = "".join(f"{i},{label}\n" for i, label in enumerate(task.vocabulary))

@@ -417,12 +417,12 @@ def resolve_weights(spec: ModelSpec) -> Path | str | None:
         try:
             return download(spec.model)
         except CheckpointError as error:
-            cause = error.__cause__ or error
+            cause = error.__context__ or error
             detail = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
             raise ModelUnavailable(
                 f"{spec.model} could not be downloaded from the Hugging Face Hub and is not in "
                 f"the local cache ({type(cause).__name__}: {detail}); on a machine with network "
-                f"access run `huggingface-cli download {spec.model}`, then copy HF_HOME here"
+                f"access run `hf download {spec.model}`, then copy HF_HOME here"
             ) from error
     raise UsageError(
         f"--model {spec.model!r} ({spec.label}) is neither an existing file or folder, nor a "

@@ -25,13 +25,14 @@ Two layouts are read by :meth:`RirBank.open`:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from natheear_tasks.atomic import atomic_write
+from natheear_tasks.paths import escapes, name_problem
 
 BANK_KIND = "natheear-rirbank"
 BANK_VERSION = 1
@@ -185,7 +186,19 @@ class RirBank:
             raise RirBankError(
                 f"{path / INDEX_FILE} lists {len(records)} scenes, {BANK_FILE} says {info['count']}"
             )
-        return cls(path, info, records, [path / r["file"] for r in records])
+        files = []
+        for n, record in enumerate(records):
+            name = record.get("file") if isinstance(record, dict) else None
+            problem = name_problem(name)
+            if problem is None and escapes(path / name, path):
+                problem = "leads out of the bank through a symbolic link"
+            if problem:
+                raise RirBankError(
+                    f"{path / INDEX_FILE} line {n + 1}: file {name!r} {problem}; an index lists "
+                    f"scene files inside the bank, like {RIR_DIR}/000000.npy"
+                )
+            files.append(path / name)
+        return cls(path, info, records, files)
 
     @classmethod
     def _open_gram(cls, path: Path, sample_rate: int) -> RirBank:
@@ -302,17 +315,6 @@ def collate_scenes(
     return source, noise, mask
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class RirBankWriter:
     """Write a natheear bank scene by scene; resumable, safe for parallel writers.
 
@@ -368,7 +370,7 @@ class RirBankWriter:
                 )
             return
         (self.path / RIR_DIR).mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.path / BUILD_FILE, lambda f: f.write(_dumps(self.info)))
+        atomic_write(self.path / BUILD_FILE, lambda f: f.write(_dumps(self.info)))
 
     def scene_file(self, index: int) -> Path:
         return self.path / RIR_DIR / f"{index:06d}.npy"
@@ -385,11 +387,11 @@ class RirBankWriter:
             )
         file = self.scene_file(index)
         array = np.ascontiguousarray(rirs, dtype=np.float32)
-        _atomic_write(file, lambda f: np.save(f, array))
+        atomic_write(file, lambda f: np.save(f, array))
         record = {"index": index, "file": f"{RIR_DIR}/{file.name}", **record}
         record["num_noise"] = int(rirs.shape[0] - 1)
         record["length"] = int(rirs.shape[2])
-        _atomic_write(file.with_suffix(".json"), lambda f: f.write(_dumps(record)))
+        atomic_write(file.with_suffix(".json"), lambda f: f.write(_dumps(record)))
 
     def finalize(self) -> RirBank:
         """Write the index and ``bank.json`` once every scene exists; return the open bank."""
@@ -400,8 +402,8 @@ class RirBankWriter:
             _dumps(json.loads(self.scene_file(i).with_suffix(".json").read_text()), indent=None)
             for i in range(self.info["count"])
         )
-        _atomic_write(self.path / INDEX_FILE, lambda f: f.write(lines))
-        _atomic_write(self.path / BANK_FILE, lambda f: f.write(_dumps(self.info)))
+        atomic_write(self.path / INDEX_FILE, lambda f: f.write(lines))
+        atomic_write(self.path / BANK_FILE, lambda f: f.write(_dumps(self.info)))
         for i in range(self.info["count"]):
             self.scene_file(i).with_suffix(".json").unlink()
         (self.path / BUILD_FILE).unlink()

@@ -15,8 +15,11 @@ Resumable and idempotent: the output is built in ``OUT/<name>.partial/``; a file
 once its scene record is in the completion journal (:mod:`natheear_tasks.tasks.journal`), which
 is appended only after the file's wavs are written, so a killed run resumes where it
 stopped and rewrites any wav it left half-written; the folder is renamed to ``OUT/<name>``
-only when every file of every shard is done. Shards (``num_shards``, ``shard_index``) split
-the files round-robin; the shard that completes the set finalizes the task.
+only when every file of every shard is done, after its task files are written and its work
+files (journal, job file) removed (:func:`finalize`, through
+:mod:`natheear_tasks.tasks.publish`). Shards (``num_shards``,
+``shard_index``) split the files round-robin; the shard that completes the set finalizes
+the task.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,6 +38,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from natheear_tasks.paths import name_problem
 from natheear_tasks.pool import run_jobs
 from natheear_tasks.seeding import generator
 from natheear_tasks.simulation.hrtf import KEMAR, load_hrtf
@@ -50,7 +53,14 @@ from natheear_tasks.simulation.noise import NoiseFolder, SynthesizedNoise, resam
 from natheear_tasks.simulation.rirbank import FORMATS, RirBank, RirBankError
 from natheear_tasks.simulation.rirs import SimulationSettings, bank_generator, build_bank
 from natheear_tasks.tasks import localize
-from natheear_tasks.tasks.journal import JOURNAL_DIR, Journal, read_journal
+from natheear_tasks.tasks.journal import Journal, read_journal
+from natheear_tasks.tasks.publish import (
+    begin,
+    check_output,
+    publish,
+    published_description,
+    remove_work_files,
+)
 from natheear_tasks.tasks.taskdir import (
     METADATA,
     VOCABULARY,
@@ -64,7 +74,6 @@ from natheear_tasks.tasks.taskdir import (
 
 SNR_DB = (5.0, 40.0)
 SCENES_FILE = "scenes.jsonl"
-JOB_FILE = ".natheear-job.json"
 PEAK = 0.99  # output peak limit (PCM wavs clip at 1)
 DEFAULT_BANK_SIZE = 1000
 JOB_FILES = 32  # most files a worker converts in one job (one pipeline, see _convert_files)
@@ -133,6 +142,12 @@ def _check_options(options: Options) -> None:
         raise OptionError("--bank-size applies to simulated banks; leave it out with --rirs")
     if options.rirs and options.hrtf != KEMAR:
         raise OptionError("--hrtf applies to simulated banks; a bank given with --rirs has its own")
+    problem = None if options.name is None else name_problem(options.name, single=True)
+    if problem:
+        raise OptionError(
+            f"--name {options.name!r} {problem}; give a plain folder name (the task goes to "
+            "OUT/<name>)"
+        )
 
 
 def output_name(task: Task, options: Options) -> str:
@@ -168,7 +183,8 @@ def prepare(source: str | Path, out: str | Path, options: Options) -> Job:
     """Validate everything a conversion needs; writes nothing.
 
     Raises:
-        TaskError, RirBankError, NoiseError, HrtfError, OptionError: bad input, with a
+        TaskError, RirBankError, NoiseError, HrtfError, OptionError, OutputError: bad input
+            (OutputError: OUT or OUT/<name> holds something else), with a
         message naming every problem and its fix.
     """
     _check_options(options)
@@ -238,25 +254,8 @@ def prepare(source: str | Path, out: str | Path, options: Options) -> Job:
         "level": "mixture RMS = dry clip RMS, then peak <= 0.99",
     }
     job = Job(task, options, Path(out), bank, bank_path, request, noise, description)
-    _check_existing(job)
+    check_output(job.final, job.description)
     return job
-
-
-def _check_existing(job: Job) -> None:
-    if job.final.exists():
-        metadata = json.loads((job.final / METADATA).read_text())
-        if metadata.get("natheear") != job.description:
-            raise OptionError(
-                f"{job.final} exists from a conversion with other options; choose another OUT "
-                "or --name, or remove it"
-            )
-    elif job.partial.exists():
-        state = job.partial / JOB_FILE
-        if not state.exists() or json.loads(state.read_text()) != job.description:
-            raise OptionError(
-                f"{job.partial} holds an unfinished conversion with other options; rerun it "
-                "with the same options to finish it, or remove it"
-            )
 
 
 # --- per-file work (runs in worker processes) --------------------------------------------
@@ -436,7 +435,25 @@ def run(job: Job) -> Summary:
         summary.complete = True
         summary.skipped = len(job.task.files)
         summary.notes.append(f"{job.final} is already complete")
+        if remove_work_files(job.final):  # left by a publish killed under the old order
+            summary.notes.append(f"removed the work files a killed run left in {job.final}")
         return summary
+    if published_description(job.partial) == job.description:
+        summary.skipped = len(job.task.files)  # every file is done: only publishing is left
+    else:
+        _convert_shard(job, summary)
+    summary.complete = finalize(job)
+    summary.wall_seconds = time.time() - started
+    if not summary.complete:
+        summary.notes.append(
+            f"other shards still have files to convert; {job.partial} is finalized by the "
+            "last one (or by rerunning without --num-shards once all are done)"
+        )
+    return summary
+
+
+def _convert_shard(job: Job, summary: Summary) -> None:
+    """Convert this shard's files that the journal does not list yet."""
     bank = job.bank
     if bank is None:
         request = job.bank_request
@@ -450,8 +467,7 @@ def run(job: Job) -> Summary:
             request["settings"],
             job.options.workers,
         )
-    job.partial.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(job.partial / JOB_FILE, job.description, indent=2)
+    begin(job.final, job.description)
     mine = job.task.files[job.options.shard_index :: job.options.num_shards]
     done = _done(job.partial)
     todo = [e for e in mine if (e.split, e.name) not in done]
@@ -463,9 +479,9 @@ def run(job: Job) -> Summary:
             [e.audio[rate].frames for rate in job.task.rates],
         )
     )
-    for rate in job.task.rates:
-        for split in {e.split for e in todo}:
-            (job.partial / str(rate) / split).mkdir(parents=True, exist_ok=True)
+    folders = {(job.partial / str(r) / e.split / e.name).parent for e in todo for r in e.audio}
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
     summary.skipped = len(mine) - len(todo)
     # a few jobs per worker at least, so that the workers finish together
     size = max(1, min(JOB_FILES, math.ceil(len(todo) / (4 * job.options.workers))))
@@ -484,32 +500,28 @@ def run(job: Job) -> Summary:
             summary.audio_seconds += seconds
     finally:
         _stop_worker()  # this process's journal, when it converted the files itself
-    summary.complete = finalize(job)
-    summary.wall_seconds = time.time() - started
-    if not summary.complete:
-        summary.notes.append(
-            f"other shards still have files to convert; {job.partial} is finalized by the "
-            "last one (or by rerunning without --num-shards once all are done)"
-        )
-    return summary
 
 
 def finalize(job: Job) -> bool:
-    """Write the task files and publish ``OUT/<name>`` once every file is in the journal."""
+    """Publish ``OUT/<name>`` once every file is in the journal: write the task files (the
+    metadata last), remove the work files (journal, job file, stray temporaries), rename.
+
+    A run killed between these steps leaves ``.partial`` with its task files written, which
+    a rerun publishes; the published task never holds work files.
+    """
     partial = job.partial
     try:
-        done = _done(partial)
-        if any((e.split, e.name) not in done for e in job.task.files):
-            return job.final.exists()  # True when another shard finished first
-        records = [done[e.split, e.name] for e in job.task.files]
-        _write_task_files(job, records)
-        os.rename(partial, job.final)
+        if published_description(partial) != job.description:
+            done = _done(partial)
+            if any((e.split, e.name) not in done for e in job.task.files):
+                return job.final.exists()  # True when another shard finished first
+            records = [done[e.split, e.name] for e in job.task.files]
+            _write_task_files(job, records)
+        publish(job.final)
     except (FileNotFoundError, OSError):
         if job.final.exists():  # another shard finished first
             return True
         raise
-    shutil.rmtree(job.final / JOURNAL_DIR, ignore_errors=True)
-    (job.final / JOB_FILE).unlink(missing_ok=True)
     return True
 
 

@@ -22,13 +22,14 @@ FRAME_SECONDS = 0.1
 
 
 class DcaseFormatError(ValueError):
-    """A metadata or output CSV that does not follow the frame-list format; ``problems``
-    lists every bad row (``file:line: what``)."""
+    """A metadata or output CSV that does not follow its DCASE format (``kind``: the frame
+    list here, the event list in :mod:`natheear_tasks.tasks.dcase_events`); ``problems``
+    lists every bad row (``line N: what``)."""
 
-    def __init__(self, path: Path, problems: list[str]) -> None:
+    def __init__(self, path: Path, problems: list[str], kind: str = "frame-list") -> None:
         self.problems = problems
         shown = problems[:20]
-        lines = [f"{path}: {len(problems)} problem(s) in a DCASE frame-list CSV:"]
+        lines = [f"{path}: {len(problems)} problem(s) in a DCASE {kind} CSV:"]
         lines += [f"  - {p}" for p in shown]
         if len(problems) > len(shown):
             lines.append(f"  ... and {len(problems) - len(shown)} more")

@@ -14,8 +14,9 @@ import soundfile as sf
 import torch
 import torchaudio
 
+from natheear_tasks.ambisonics import INTENSITY_BAND, active_intensity
+
 CHANNEL_NAMES = {1: ["mono"], 2: ["left", "right"], 4: ["W", "Y", "Z", "X"]}
-INTENSITY_BAND = (200.0, 8000.0)  # Hz used for the intensity direction
 
 
 class PreviewError(ValueError):
@@ -32,35 +33,27 @@ def intensity_directions(
     Returns:
         ``azimuth (N,)``, ``elevation (N,)``, ``energy (N,)`` (of W).
     """
-    spec = torch.stft(
-        torch.from_numpy(audio).float(),
-        n_fft,
-        hop,
-        window=torch.hann_window(n_fft),
-        return_complex=True,
-    ).numpy()  # (4, F, N)
-    freqs = np.fft.rfftfreq(n_fft, 1 / sample_rate)
-    band = (freqs >= INTENSITY_BAND[0]) & (freqs <= INTENSITY_BAND[1])
-    w = spec[0, band]
-    x, y, z = (np.real(np.conj(w) * spec[c, band]).sum(0) for c in (3, 1, 2))
+    intensity, energy = active_intensity(
+        torch.from_numpy(audio).float(), sample_rate, n_fft, hop, INTENSITY_BAND
+    )
+    x, y, z = intensity.numpy()
     azimuth = np.degrees(np.arctan2(y, x))
     elevation = np.degrees(np.arctan2(z, np.hypot(x, y)))
-    return azimuth, elevation, (np.abs(w) ** 2).sum(0)
+    return azimuth, elevation, energy.numpy()
 
 
 def _true_direction(wav: Path) -> dict | None:
-    """The scene record of ``<task>/<rate>/<split>/<file>`` from the task's scenes.jsonl."""
-    try:
-        task, split = wav.resolve().parents[2], wav.parent.name
-    except IndexError:
+    """The source of ``<task>/<rate>/<split>/<file>``'s record in the task's scenes.jsonl
+    (``<file>`` may hold folders); None for a clip of no converted task."""
+    wav = wav.resolve()
+    task = next((p for p in wav.parents if (p / "scenes.jsonl").is_file()), None)
+    if task is None or len(wav.relative_to(task).parts) < 3:
         return None
-    scenes = task / "scenes.jsonl"
-    if not scenes.exists():
-        return None
-    with open(scenes) as f:
+    _, split, *file = wav.relative_to(task).parts
+    with open(task / "scenes.jsonl") as f:
         for line in f:
             record = json.loads(line)
-            if record["split"] == split and record["file"] == wav.name:
+            if record["split"] == split and record["file"] == "/".join(file):
                 return record["scene"].get("source")
     return None
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +17,17 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+# the atomic writers, also imported from here
+from natheear_tasks.atomic import atomic_write_bytes as atomic_write_bytes
+from natheear_tasks.atomic import atomic_write_json as atomic_write_json
+from natheear_tasks.paths import escapes, name_problem
+
 METADATA = "task_metadata.json"
 VOCABULARY = "labelvocabulary.csv"
 REQUIRED_METADATA = ("task_name", "embedding_type", "prediction_type", "splits", "sample_duration")
 MAX_LISTED_PROBLEMS = 40
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")  # wav subtypes that can hold NaN or infinity
+FINITE_CHECK_FRAMES = 1 << 20  # frames read at a time by the NaN/infinity check
 
 
 class TaskError(ValueError):
@@ -106,6 +111,8 @@ def _read_vocabulary(path: Path, problems: list[str]) -> tuple[str, set[str]]:
             problems.append(f"{VOCABULARY} row {n + 2} must be '{n},<label>', got {row}")
             continue
         labels.add(row[1])
+    if len(rows) == 1:
+        problems.append(f"{VOCABULARY} lists no labels (only its header)")
     return text, labels
 
 
@@ -123,7 +130,9 @@ def _check_labels(split: str, name: str, labels, kind: str, vocab: set[str], pro
             if not all(isinstance(v, int | float) for v in (start, end)) or not 0 <= start <= end:
                 problems.append(f"{where}: event times must satisfy 0 <= start <= end (ms)")
             label = label["label"]
-        if vocab and label not in vocab:
+        if not isinstance(label, str):
+            problems.append(f"{where}: a label must be a string, got {type(label).__name__}")
+        elif vocab and label not in vocab:
             problems.append(f"{where}: label {label!r} is not in {VOCABULARY}")
 
 
@@ -180,7 +189,7 @@ def read_task(path: str | Path, rates: list[int] | None = None) -> Task:
 
     split_texts, splits, files = {}, {}, []
     bar = tqdm(desc=f"checking {path.name}", unit="file", leave=False)
-    for split in metadata["splits"]:
+    for split in _split_names(metadata["splits"], problems):
         split_path = path / f"{split}.json"
         data = _load_json(split_path, problems)
         if data is None:
@@ -191,6 +200,10 @@ def read_task(path: str | Path, rates: list[int] | None = None) -> Task:
         split_texts[split] = split_path.read_text()
         splits[split] = data
         for name in sorted(data):
+            problem = name_problem(name)
+            if problem:
+                problems.append(f"{split}.json: file name {name!r} {problem}")
+                continue
             _check_labels(split, name, data[name], kind, vocab, problems)
             audio = {}
             for rate in keep:
@@ -208,12 +221,39 @@ def read_task(path: str | Path, rates: list[int] | None = None) -> Task:
     return Task(path, metadata, vocabulary_text, split_texts, splits, keep, files)
 
 
+def _split_names(splits: object, problems: list[str]) -> list[str]:
+    """The split names of ``metadata["splits"]`` that are valid; the others are problems."""
+    if not isinstance(splits, list) or not splits:
+        problems.append(
+            f"{METADATA}: splits must be a non-empty list of split names, got "
+            f"{type(splits).__name__} {json.dumps(splits)[:60]}"
+        )
+        return []
+    names = []
+    for split in splits:
+        problem = name_problem(split, single=True)
+        if problem:
+            problems.append(f"{METADATA}: split name {split!r} {problem}")
+        elif split in names:
+            problems.append(f"{METADATA}: split {split!r} is listed twice")
+        else:
+            names.append(split)
+    return names
+
+
 def _check_wav(
     wav: Path, root: Path, rate: int, duration: float | None, problems: list[str]
 ) -> AudioFile | None:
     rel = wav.relative_to(root)
     if not wav.is_file():
         problems.append(f"{rel} is missing")
+        return None
+    split_folder = root / rel.parts[0] / rel.parts[1]
+    if escapes(wav, split_folder):
+        problems.append(
+            f"{rel} leads out of {rel.parts[0]}/{rel.parts[1]}/ through a symbolic link; "
+            "copy the file into the task"
+        )
         return None
     try:
         info = sf.info(str(wav))
@@ -231,37 +271,62 @@ def _check_wav(
         )
     if info.frames == 0:
         problems.append(f"{rel} is empty")
+    if info.subtype in FLOAT_SUBTYPES:
+        check_finite(wav, rel, info.subtype, problems)
     return AudioFile(wav, info.frames, info.subtype)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def check_finite(wav: Path, rel: Path | str, subtype: str, problems: list[str]) -> None:
+    """List a float wav holding NaN or infinite samples (every sample is read, in blocks of
+    ``FINITE_CHECK_FRAMES`` frames)."""
+    dtype = "float64" if subtype == "DOUBLE" else "float32"
+    count, first = 0, None
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, data, indent: int | None = None) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=indent, sort_keys=True) + "\n").encode())
+        blocks = sf.blocks(str(wav), FINITE_CHECK_FRAMES, dtype=dtype, always_2d=True)
+        for n, block in enumerate(blocks):
+            bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
+            if len(bad) and first is None:
+                first = n * FINITE_CHECK_FRAMES + int(bad[0])
+            count += len(bad)
+    except Exception as error:  # soundfile raises several types for bad files
+        problems.append(f"{rel} is unreadable ({error})")
+        return
+    if count:
+        problems.append(
+            f"{rel} has {count} samples that are NaN or infinite (the first at sample "
+            f"{first}); fix or remove the file"
+        )
 
 
 def wav_bytes(audio: np.ndarray, sample_rate: int, subtype: str) -> bytes:
-    """A wav file holding ``audio (T, C)`` (float, full scale 1), encoded in memory.
+    """A wav file holding ``audio (T, C)`` (float, full scale 1), encoded in memory; the
+    same audio gives the same bytes, whatever the subtype.
 
     PCM_16 samples are quantized here, ``round(x * 32768)`` clipped to the 16-bit range
     (libsndfile's scale), so that the bytes do not depend on the libsndfile version and
     because it is many times faster than libsndfile's conversion; libsndfile converts every
-    other subtype.
+    other subtype. For FLOAT and DOUBLE, libsndfile adds a PEAK chunk holding the time of
+    writing; it is left out (readers do not need it).
     """
     if subtype == "PCM_16":
         scaled = np.rint(np.asarray(audio, dtype=np.float32) * np.float32(32768))
         audio = np.clip(scaled, -32768, 32767).astype(np.int16)
     buffer = io.BytesIO()
     sf.write(buffer, np.ascontiguousarray(audio), sample_rate, subtype=subtype, format="WAV")
-    return buffer.getvalue()
+    data = buffer.getvalue()
+    return _without_chunk(data, b"PEAK") if subtype in FLOAT_SUBTYPES else data
+
+
+def _without_chunk(wav: bytes, chunk_id: bytes) -> bytes:
+    """The RIFF/WAVE file ``wav`` without its first ``chunk_id`` chunk (the RIFF size updated)."""
+    kept = [wav[12:]]
+    position = 12
+    while position + 8 <= len(wav) and wav[position : position + 4] != b"data":
+        size = int.from_bytes(wav[position + 4 : position + 8], "little")
+        end = position + 8 + size + (size & 1)  # chunks are padded to an even size
+        if wav[position : position + 4] == chunk_id:
+            kept = [wav[12:position], wav[end:]]
+            break
+        position = end
+    body = b"".join(kept)
+    return b"RIFF" + (len(body) + 4).to_bytes(4, "little") + wav[8:12] + body

@@ -1,0 +1,39 @@
+"""Atomic file writes: a temporary file (or folder) beside the target, then one rename.
+
+Temporaries come from :mod:`hear_gram.atomic`: mode 0666 (folders 0777) less the umask, as
+any tool's files are, so that other users can read results on a shared machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from hear_gram.atomic import temp_file
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Create or replace ``path`` with what ``write(file)`` writes, through a temporary file
+    in the same folder (removed if anything fails)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = temp_file(path.parent, f".{path.name}.", ".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Create or replace ``path`` with ``data`` atomically."""
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_json(path: Path, data, indent: int | None = None) -> None:
+    """``data`` as JSON (sorted keys, a final newline), written atomically."""
+    atomic_write_bytes(path, (json.dumps(data, indent=indent, sort_keys=True) + "\n").encode())
