@@ -159,3 +159,11 @@ def test_bad_input_is_refused_and_nothing_is_written(toy, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "exists" in err and "--margin-db" in err
     assert list(out.iterdir()) == []
+
+
+def test_the_command_has_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["seld-oracle", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: natheear-tasks seld-oracle" in out and "--margin-db" in out
