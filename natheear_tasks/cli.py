@@ -14,6 +14,7 @@ tasks, RIR banks, previews.
     natheear-tasks seld-synth OUT --layout frames|events [--files N] [--seed S]
     natheear-tasks evaluate --module M --model CKPT --tasks-dir DIR --out RESULTS
     natheear-tasks seld-score --ref DIR --pred DIR [--json FILE] [--num-classes N]
+    natheear-tasks seld-oracle DATASET OUT --layout frames|events   (oracle SELD baseline)
     natheear-tasks demo     --out work/demo                   (the README's main job)
 
 Exit codes: 0 done, 1 failure, 2 bad input or usage.
@@ -27,6 +28,7 @@ import time
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+from natheear_tasks.baselines import seld_oracle
 from natheear_tasks.demo import job as demo
 from natheear_tasks.demo import synth
 from natheear_tasks.evaluation import evaluate, seld_score
@@ -145,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     preview.add_argument("wav")
     preview.add_argument("--out", required=True, help="PNG file to write")
-    for module in (synth, seld, recordings, evaluate, seld_score, demo):
+    for module in (synth, seld, recordings, evaluate, seld_score, seld_oracle, demo):
         module.add_parser(commands)  # each sets its own handler
     return parser
 

@@ -137,24 +137,30 @@ def doa_error_deg(prediction: Tensor, target: Tensor) -> Tensor:
     return torch.rad2deg(torch.arccos(cos)).float()
 
 
+def hidden_layers(in_dim: int, conf: dict) -> tuple[nn.Sequential, int, str]:
+    """heareval's predictor's hidden blocks (Linear, norm, Dropout, ReLU) for a grid point:
+    the blocks, their output width and the last nonlinearity (for the head's init gain)."""
+    layers: list[nn.Module] = []
+    width, last = in_dim, "linear"
+    for _ in range(conf["hidden_layers"]):
+        linear = nn.Linear(width, conf["hidden_dim"])
+        conf["initialization"](linear.weight, gain=nn.init.calculate_gain(last))
+        layers.append(linear)
+        if not conf["norm_after_activation"]:
+            layers.append(conf["hidden_norm"](conf["hidden_dim"]))
+        layers += [nn.Dropout(conf["dropout"]), nn.ReLU()]
+        if conf["norm_after_activation"]:
+            layers.append(conf["hidden_norm"](conf["hidden_dim"]))
+        width, last = conf["hidden_dim"], "relu"
+    return nn.Sequential(*layers), width, last
+
+
 class DoaProbe(nn.Module):
     """heareval's fully connected predictor with a 3-unit Tanh head (the direction)."""
 
     def __init__(self, in_dim: int, conf: dict) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        width, last = in_dim, "linear"
-        for _ in range(conf["hidden_layers"]):
-            linear = nn.Linear(width, conf["hidden_dim"])
-            conf["initialization"](linear.weight, gain=nn.init.calculate_gain(last))
-            layers.append(linear)
-            if not conf["norm_after_activation"]:
-                layers.append(conf["hidden_norm"](conf["hidden_dim"]))
-            layers += [nn.Dropout(conf["dropout"]), nn.ReLU()]
-            if conf["norm_after_activation"]:
-                layers.append(conf["hidden_norm"](conf["hidden_dim"]))
-            width, last = conf["hidden_dim"], "relu"
-        self.hidden = nn.Sequential(*layers)
+        self.hidden, width, last = hidden_layers(in_dim, conf)
         self.projection = nn.Linear(width, 3)
         conf["initialization"](self.projection.weight, gain=nn.init.calculate_gain(last))
 
