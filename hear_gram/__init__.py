@@ -5,7 +5,12 @@
 ``hear_gram.cat_binaural``, ``hear_gram.cat_ambisonics``, ``hear_gram.cat_clean``).
 """
 
-from hear_gram.gram_binaural import get_scene_embeddings, get_timestamp_embeddings, load_model
+from hear_gram.gram_binaural import (
+    DEFAULT_SAMPLE_RATE,
+    get_scene_embeddings,
+    get_timestamp_embeddings,
+    load_model,
+)
 
-__all__ = ["get_scene_embeddings", "get_timestamp_embeddings", "load_model"]
+__all__ = ["DEFAULT_SAMPLE_RATE", "get_scene_embeddings", "get_timestamp_embeddings", "load_model"]
 __version__ = "0.1.0"

@@ -235,6 +235,16 @@ def normalize(x: Tensor, num_valid: Tensor | None = None, eps: float = NORM_EPS)
     frames = torch.arange(x.shape[-1], device=x.device)
     mask = (frames[None, :] < num_valid[:, None].to(x.device)).to(x.dtype)[:, None, None, :]
     count = mask.sum(dim=(1, 2, 3), keepdim=True) * (x.shape[1] * x.shape[2])
-    mean = (x * mask).sum(dim=(1, 2, 3), keepdim=True) / count
-    var = ((x - mean).square() * mask).sum(dim=(1, 2, 3), keepdim=True) / count
+    mean = _sample_sums(x * mask) / count
+    var = _sample_sums((x - mean).square() * mask) / count
     return (x - mean) * torch.rsqrt(var + eps) * mask
+
+
+def _sample_sums(x: Tensor) -> Tensor:
+    """``(B, C, M, N)`` to ``(B, 1, 1, 1)`` sums, the same bits whatever the thread count.
+
+    A CPU reduction to a single value (one sample) is split across the intra-op threads,
+    so its rounding depended on their number; summing each of the ``C * M`` rows first
+    (one thread per row) and then the few row sums (too few to be split) does not.
+    """
+    return x.flatten(1, 2).sum(dim=-1).sum(dim=-1)[:, None, None, None]

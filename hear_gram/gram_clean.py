@@ -1,6 +1,7 @@
 """HEAR API of GRAM-Clean: 16 x 8 patches over a mono log-mel (trained on dry audio)."""
 
-from hear_gram.hear_api import variant_module_api
+from hear_gram.hear_api import DEFAULT_SAMPLE_RATE, variant_module_api
 
 VARIANT = "gram-clean"
 load_model, get_scene_embeddings, get_timestamp_embeddings = variant_module_api(VARIANT)
+__all__ = ["DEFAULT_SAMPLE_RATE", "get_scene_embeddings", "get_timestamp_embeddings", "load_model"]

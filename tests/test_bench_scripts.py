@@ -94,3 +94,10 @@ def test_seld_throughput(tmp_path):
     assert [row[1] for row in rows] == ["1", "2"]
     assert all(float(row[6].rstrip("x")) > 0 for row in rows)
     assert "peak RSS" in out and not any(tmp_path.iterdir())
+
+
+def test_determinism():
+    out = _run("determinism.py", "--quick", "--parts", "embeddings", "probe", "step")
+    assert "gram-binaural        2 x 1.0 s  scene True  timestamp True" in out
+    assert "logmel baseline      2 x 3.0 s  scene True" in out
+    assert "per-clip errors equal" in out and "features equal True; loss equal True" in out

@@ -92,3 +92,24 @@ def test_probe_recovers_directions_from_oracle_features(monkeypatch):
     assert sorted(scores["errors_deg"]) == sorted(splits["test"].names)
     assert max(scores["errors_deg"].values()) < 60.0
     assert scores["hparams"]["hidden_dim"] == 256
+
+
+def test_probe_scores_are_thread_count_independent(monkeypatch):
+    grid = {**doa_probe.GRIDS["default"], "hidden_dim": [256], "hidden_layers": [1], "lr": [1e-3]}
+    grid.update(max_epochs=[30], check_val_every_n_epoch=[3], patience=[3])
+    monkeypatch.setitem(doa_probe.GRIDS, "test", grid)
+    splits = {"train": _foa_split("a", 300, 0), "valid": _foa_split("b", 60, 1)}
+    splits["test"] = _foa_split("c", 60, 2)
+    metadata = {"split_mode": "trainvaltest", "evaluation": ["mean_doa_error_deg"]}
+    scores = []
+    before = torch.get_num_threads()
+    for count in (1, 2):
+        torch.set_num_threads(count)
+        try:
+            scores.append(doa_probe.fit_and_score(splits, metadata, "test", 1, task="t"))
+        finally:
+            torch.set_num_threads(before)
+    assert scores[0]["errors_deg"] == scores[1]["errors_deg"]
+    assert scores[0]["folds"]["test"]["files"] == splits["test"].names
+    other_model = doa_probe.fit_and_score(splits, metadata, "test", 1, task="t", model="m")
+    assert other_model["errors_deg"] != scores[0]["errors_deg"]  # its own seed

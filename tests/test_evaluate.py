@@ -1,8 +1,13 @@
 """``natheear-tasks evaluate`` end to end on a tiny task set: a scene task and a binaural
 localization task made by natheear's ``localize``, a tiny random GRAM checkpoint, the
-log-mel baseline and a Hub model that cannot be downloaded offline."""
+log-mel baseline and a Hub model that cannot be downloaded offline; the same scores with 1
+and 2 threads; the sample-rate pre-flight."""
 
 import json
+import os
+import subprocess
+import sys
+import types
 
 import pytest
 from natheear_helpers import write_task
@@ -10,6 +15,8 @@ from natheear_helpers import write_task
 from hear_gram.checkpoint import save_checkpoint
 from hear_gram.gram import GramEncoder
 from natheear_tasks.cli import main
+from natheear_tasks.evaluation import evaluate
+from natheear_tasks.evaluation.evaluate import ModelSpec
 from natheear_tasks.tasks.convert import Options, prepare, run
 
 pytestmark = pytest.mark.slow
@@ -24,15 +31,21 @@ def setup(tmp_path_factory):
     monkey = pytest.MonkeyPatch()
     monkey.setenv("NATHEEAR_CACHE", str(root / "cache"))
     monkey.setenv("HF_HUB_OFFLINE", "1")
-    sources, tasks = root / "sources", root / "tasks"
-    scene = write_task(sources, "tones", "scene", files_per_split=8, rates=(16000,))
-    write_task(tasks, "tones", "scene", files_per_split=8, rates=(16000,))
-    options = Options(format="binaural", localization=True, bank_size=6)
-    assert run(prepare(scene, tasks, options)).complete
+    _tasks(root, files_per_split=8)
     save_checkpoint(root / "tiny", GramEncoder(**TINY), "gram-binaural", TINY)
     (root / "refs.json").write_text(json.dumps({"baseline": "logmel", "best": "perfect"}))
     yield root
     monkey.undo()
+
+
+def _tasks(root, files_per_split: int) -> None:
+    """``root/tasks``: the tones scene task and its binaural localization task (16 kHz)."""
+    scene = write_task(
+        root / "sources", "tones", "scene", files_per_split=files_per_split, rates=(16000,)
+    )
+    write_task(root / "tasks", "tones", "scene", files_per_split=files_per_split, rates=(16000,))
+    options = Options(format="binaural", localization=True, bank_size=6)
+    assert run(prepare(scene, root / "tasks", options)).complete
 
 
 def _evaluate(root, *extra: str) -> int:
@@ -67,17 +80,31 @@ def test_evaluate_scores_tasks_and_writes_the_report(setup, capsys):
     assert "nobody/no-such-model" in released["reason"]
     for label in ("tiny", "logmel"):
         scores = summary["scores"][label]
-        assert 0.0 <= scores["tones"]["score"] <= 1.0
+        tones = scores["tones"]
+        assert 0.0 <= tones["score"] <= 1.0
+        assert tones["ci95"][0] <= tones["score"] <= tones["ci95"][1]
+        assert (tones["ci95_method"], tones["items"]) == ("bootstrap-clips", 8)
         where = scores["tones-localization-binaural"]
         assert 0.0 <= where["median"] <= 180.0 and where["score"] == where["mean"]
+        assert where["ci95"] == where["mean_ci95"]
+        for key in ("mean", "median"):
+            low, high = where[f"{key}_ci95"]
+            assert 0.0 <= low <= where[key] <= high <= 180.0
     assert summary["scores"]["released"] == {}
     s_m = summary["s_m"]["models"]
     assert s_m["logmel"]["s_m"] == 0.0  # the baseline of every task
-    assert 0.0 <= s_m["tiny"]["s_m"] <= 100.0
+    assert s_m["logmel"]["ci95"] == [0.0, 0.0]  # paired: the baseline of every resample too
+    assert 0.0 <= s_m["tiny"]["ci95"][0] <= s_m["tiny"]["s_m"] <= s_m["tiny"]["ci95"][1]
+    assert s_m["tiny"]["resamples"] > 900
+    assert summary["settings"]["resamples"] == 1000 and summary["settings"]["seed"] == 42
+    environment = summary["environment"]
+    assert environment["threads"]["probe_training"] == 1 and environment["torch"]
+    assert environment["cpu"]
     table = (results / "summary.md").read_text()
     assert table in printed
     assert "| tones-localization-binaural | DoA error, mean / median ↓ |" in table
     assert "released: unavailable" in table and "**s(m)** (2 tasks)" in table
+    assert "95 % confidence interval; bootstrap over test clips (1000 resamples)" in table
     for png in ("scores.png", "doa_errors.png"):
         assert (results / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     scored = results / "runs" / "tiny" / "embeddings"
@@ -96,7 +123,8 @@ def test_evaluate_skips_scored_tasks_and_refuses_mixed_results(setup, capsys):
     assert log.read_text() == before  # nothing recomputed
     assert "s(m) leaves out tones: baseline 'logmel' is not a model" in capsys.readouterr().out
     # Other load options under the same label would mix results: refused, then forced.
-    other = ["--model", str(root / "tiny"), "--label", "tiny", "--model-options", "{}"]
+    options = '{"sample_rate": 16000, "batch_chunks": 4}'
+    other = ["--model", str(root / "tiny"), "--label", "tiny", "--model-options", options]
     assert _evaluate(root, *other) == 2
     assert "pass --force" in capsys.readouterr().err
     assert _evaluate(root, "--model", *only_tiny, "--force", "--task", "tones") == 0
@@ -110,7 +138,9 @@ def test_evaluate_bad_input_exits_2(tmp_path, capsys):
     write_task(tasks, "tones", "scene", files_per_split=2, rates=(16000,))
     args = ["evaluate", "--tasks-dir", str(tasks), "--out", str(tmp_path / "r")]
     assert main(args + ["--model-options", '{"sample_rate": 48000}']) == 2
-    assert "takes 48000 Hz, but tones has only ['16000']" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "takes 48000 Hz (its sample_rate option), but tones has only ['16000']" in error
+    assert """pass --model-options '{"sample_rate": 16000}'""" in error
     assert main(args + ["--model", "a", "--model", "b", "--label", "x"]) == 2
     assert main(args + ["--task", "missing"]) == 2
     metadata = json.loads((tasks / "tones" / "task_metadata.json").read_text())
@@ -122,3 +152,92 @@ def test_evaluate_bad_input_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as help_exit:
         main(["evaluate", "--help"])
     assert help_exit.value.code == 0
+
+
+def test_evaluate_checks_the_module_default_rate_before_any_work(setup, tmp_path, capsys):
+    # hear_gram takes 48 kHz unless told otherwise; the tasks have only 16 kHz. This used
+    # to start the embeddings and fail there (heareval: ".../48000/train is not a directory").
+    root = setup
+    args = ["evaluate", "--tasks-dir", str(root / "tasks"), "--out", str(tmp_path / "out")]
+    assert main(args + ["--model", str(root / "tiny")]) == 2
+    error = capsys.readouterr().err
+    assert "tiny takes 48000 Hz (the default of hear_gram), but tones has only ['16000']" in error
+    assert """pass --model-options '{"sample_rate": 16000}'""" in error
+    assert not (tmp_path / "out").exists()  # nothing started
+
+
+def _module(monkeypatch, name: str, **attributes) -> str:
+    module = types.ModuleType(name)
+    module.__dict__.update(attributes)
+    monkeypatch.setitem(sys.modules, name, module)
+    return name
+
+
+def test_module_sample_rate_sources(monkeypatch):
+    class Loaded:
+        sample_rate = 44100
+
+    def load_with_default(model_file_path: str = "", sample_rate: int = 22050):
+        raise AssertionError("not loaded when the signature says the rate")
+
+    def load_any(*args, **kwargs):
+        return Loaded()
+
+    def load_broken(*args, **kwargs):
+        raise OSError("no weights here")
+
+    constant = _module(monkeypatch, "rate_constant", DEFAULT_SAMPLE_RATE=32000, load_model=None)
+    signature = _module(monkeypatch, "rate_signature", load_model=load_with_default)
+    loaded = _module(monkeypatch, "rate_loaded", load_model=load_any)
+    broken = _module(monkeypatch, "rate_broken", load_model=load_broken)
+    rate = evaluate.module_sample_rate
+    assert rate(ModelSpec("a", constant, options={"sample_rate": 16000})) == (
+        16000,
+        "its sample_rate option",
+    )
+    assert rate(ModelSpec("a", constant)) == (32000, "the default of rate_constant")
+    assert rate(ModelSpec("a", signature)) == (22050, "the default of rate_signature.load_model")
+    assert rate(ModelSpec("a", loaded)) == (44100, "rate_loaded.load_model(...).sample_rate")
+    assert rate(ModelSpec("a", loaded, "org/not-downloaded"))[0] is None
+    value, why = rate(ModelSpec("a", broken))
+    assert value is None and "OSError: no weights here" in why
+    assert rate(ModelSpec("a", "hear_gram.gram_ambisonics"))[0] == 48000
+    assert rate(ModelSpec("a", "natheear_tasks.baselines.logmel"))[0] == 48000
+    with pytest.raises(evaluate.UsageError, match="cannot be imported"):
+        rate(ModelSpec("a", "no_such_module_here"))
+
+
+def test_random_weights_are_accepted_as_load_model_accepts_them(tmp_path, monkeypatch):
+    spec = ModelSpec("untrained", "hear_gram", "random")
+    assert evaluate.resolve_weights(spec) == "random"
+    assert evaluate.weights_digest("random") is None
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "random").mkdir()  # a folder of that name is a path, as in load_model
+    assert evaluate.resolve_weights(spec) == tmp_path / "random"
+
+
+def test_evaluate_gives_the_same_scores_with_1_and_2_threads(tmp_path):
+    """Two runs of the same tasks and model, one process with 1 intra-op thread and one
+    with 2: the same scores, intervals and s(m), bit for bit."""
+    _tasks(tmp_path, files_per_split=16)
+    save_checkpoint(tmp_path / "tiny", GramEncoder(**TINY), "gram-binaural", TINY)
+    references = {"best": "perfect", "tasks": {"tones": {"baseline": 0.5}}}
+    references["tasks"]["tones-localization-binaural"] = {"baseline": 90.0}
+    (tmp_path / "refs.json").write_text(json.dumps(references))
+    summaries = []
+    for count in ("1", "2"):
+        out = tmp_path / f"results-{count}"
+        command = [sys.executable, "-m", "natheear_tasks", "evaluate", "--label", "tiny"]
+        command += ["--tasks-dir", str(tmp_path / "tasks"), "--out", str(out)]
+        command += ["--grid", "faster", "--grid-points", "2", "--model-options", OPTIONS]
+        command += ["--references", str(tmp_path / "refs.json"), "--model", str(tmp_path / "tiny")]
+        env = {**os.environ, "OMP_NUM_THREADS": count, "MKL_NUM_THREADS": count}
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        summaries.append(json.loads((out / "summary.json").read_text()))
+    one, two = summaries
+    assert one["environment"]["threads"]["embedding"] == 1
+    assert two["environment"]["threads"]["embedding"] == 2
+    assert one["scores"] == two["scores"]
+    assert one["s_m"] == two["s_m"] and one["s_m"]["models"]["tiny"]["ci95"] is not None
+    assert one["scores"]["tiny"]["tones-localization-binaural"]["items"] == 16

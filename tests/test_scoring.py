@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from natheear_tasks.evaluation import scoring
@@ -116,3 +117,25 @@ def test_load_references_rejects_bad_files(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(ReferenceError, match=message):
         scoring.load_references(path)
+
+
+def test_s_m_resampled_is_paired_with_the_baseline_model():
+    # Two resamples. "base" is the baseline on both tasks; best is perfect (1 and 0°).
+    refs = References({"baseline": "base", "best": "perfect"}, {}, "x")
+    metrics = {"words": "top1_acc", "where": "mean_doa_error_deg"}
+    resampled = {
+        "base": {"words": np.array([0.5, 0.6]), "where": np.array([80.0, 90.0])},
+        "model": {"words": np.array([0.75, 0.6]), "where": np.array([20.0, 100.0])},
+    }
+    out = scoring.s_m_resampled(refs, metrics, ["words", "where"], resampled)
+    # Resample 0: words (0.75-0.5)/0.5 = 0.5, where (20-80)/(0-80) = 0.75 -> 62.5 %.
+    # Resample 1: words 0 (equal to the baseline), where below the baseline -> 0.
+    np.testing.assert_allclose(out["model"], [62.5, 0.0])
+    np.testing.assert_allclose(out["base"], [0.0, 0.0])
+    # A baseline model already at the best on a resample: that resample has no s(m).
+    refs = References({"baseline": "base", "best": 0.6}, {}, "x")
+    out = scoring.s_m_resampled(refs, {"words": "top1_acc"}, ["words"], resampled)
+    assert out["model"][0] == 100.0 and np.isnan(out["model"][1])
+    # A model without resamples of a task has no interval.
+    del resampled["model"]["where"]
+    assert scoring.s_m_resampled(refs, metrics, ["words", "where"], resampled)["model"] is None

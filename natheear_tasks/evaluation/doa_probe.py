@@ -16,6 +16,10 @@ arrival (DoA) error, the angle between the normalised prediction and the truth, 
 The mean and the median DoA error are reported; the task's primary metric (the first
 of its ``evaluation`` list, natheear's localization tasks say the mean) selects the model.
 
+Every probe is trained from its own seed, derived from the task, the model, the test fold
+and the grid point, with one intra-op thread (:mod:`natheear_tasks.evaluation.determinism`),
+so the same embeddings give the same scores whatever the process's thread count.
+
 Embeddings are read from heareval's embeddings-runner output (the per-file
 ``<split>/<file>.embedding.npy`` and ``.target-labels.json``), so no pickle is opened.
 """
@@ -35,6 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from natheear_tasks.evaluation import determinism
 from natheear_tasks.tasks.taskdir import atomic_write_json
 
 # Scores of a localization task, each a reduction of the per-file DoA errors; the task's
@@ -44,7 +49,7 @@ METRICS = {
     "median_doa_error_deg": lambda errors: errors.median().item(),
 }
 SCORES_NAME = "test.doa-scores.json"
-SEED = 42
+SEED = determinism.DEFAULT_SEED
 
 # heareval.predictions.task_predictions.PARAM_GRID (and its fast / faster variants);
 # tests/test_doa_probe.py checks that they stay equal.
@@ -269,63 +274,65 @@ def data_splits(metadata: dict) -> list[dict[str, list[str]]]:
     raise ValueError(f"unknown split_mode {mode!r} in task metadata")
 
 
-def _json_value(value: object) -> object:
-    return (
-        value
-        if isinstance(value, str | int | float | bool)
-        else getattr(value, "__name__", str(value))
-    )
-
-
 def fit_and_score(
     splits: dict[str, Split],
     metadata: dict,
     grid: str = "default",
     grid_points: int = 8,
+    seed: int = SEED,
+    task: str | None = None,
+    model: str = "",
 ) -> dict:
     """Grid search on the first data split, retrain on the others, score every test split.
 
+    Each probe is trained from :func:`~natheear_tasks.evaluation.determinism.probe_seed`
+    of ``seed``, ``task`` (default: the metadata's ``task_name``), ``model``, the test fold
+    and the grid point, with :data:`~natheear_tasks.evaluation.determinism.PROBE_THREADS`
+    intra-op thread(s).
+
     Returns:
         JSON-ready scores: ``test`` (mean and median DoA error over all test files, in
-        degrees), ``folds`` (per test split), ``hparams`` (the chosen grid point) and
-        ``errors_deg`` (per test file).
+        degrees), ``folds`` (per test split, with its ``files``), ``hparams`` (the chosen
+        grid point), ``seed`` and ``errors_deg`` (per test file).
     """
     plan = data_splits(metadata)
     metric = primary_metric(metadata)
+    task = metadata.get("task_name", "") if task is None else task
 
     def gather(names: list[str]) -> Split:
         return Split.concat([splits[n] for n in names])
 
-    first = plan[0]
-    train, valid = gather(first["train"]), gather(first["valid"])
+    def fit_split(p: dict[str, list[str]], conf: dict) -> FitResult:
+        fold_seed = determinism.probe_seed(seed, task, model, "|".join(p["test"]), conf)
+        return fit(gather(p["train"]), gather(p["valid"]), conf, metric, fold_seed)
+
     task_grid = metadata.get("evaluation_params", {}).get("task_specific_param_grid")
-    confs = grid_confs(grid, grid_points, task_grid)
-    results = [fit(train, valid, conf, metric) for conf in confs]
-    best = min(results, key=lambda r: r.validation_deg)
-    fitted = [best] + [
-        fit(gather(p["train"]), gather(p["valid"]), best.conf, metric) for p in plan[1:]
-    ]
-    folds, errors = {}, {}
-    for p, result in zip(plan, fitted, strict=True):
-        test = gather(p["test"])
-        error = doa_error_deg(_predict(result.model, test.x, best.conf["batch_size"]), test.y)
-        folds["|".join(p["test"])] = {
-            **{name: reduce(error) for name, reduce in METRICS.items()},
-            f"validation_{metric}": result.validation_deg,
-            "epoch": result.epoch,
-        }
-        errors.update(zip(test.names, error.tolist(), strict=True))
-    all_errors = torch.tensor(list(errors.values()))
+    confs = grid_confs(grid, grid_points, task_grid, seed)
+    with determinism.probe_threads():
+        results = [fit_split(plan[0], conf) for conf in confs]
+        best = min(results, key=lambda r: r.validation_deg)
+        fitted = [best] + [fit_split(p, best.conf) for p in plan[1:]]
+        folds, errors = {}, {}
+        for p, result in zip(plan, fitted, strict=True):
+            test = gather(p["test"])
+            error = doa_error_deg(_predict(result.model, test.x, best.conf["batch_size"]), test.y)
+            folds["|".join(p["test"])] = {
+                **{name: reduce(error) for name, reduce in METRICS.items()},
+                f"validation_{metric}": result.validation_deg,
+                "epoch": result.epoch,
+                "files": test.names,
+            }
+            errors.update(zip(test.names, error.tolist(), strict=True))
+        all_errors = torch.tensor(list(errors.values()))
+        test_scores = {name: reduce(all_errors) for name, reduce in METRICS.items()}
     return {
         "metric": metric,
-        "test": {
-            **{name: reduce(all_errors) for name, reduce in METRICS.items()},
-            "files": len(errors),
-        },
+        "test": {**test_scores, "files": len(errors)},
         "folds": folds,
-        "hparams": {k: _json_value(v) for k, v in best.conf.items()},
+        "hparams": {k: determinism.json_value(v) for k, v in best.conf.items()},
         "grid": grid,
         "grid_points": grid_points,
+        "seed": seed,
         "errors_deg": errors,
     }
 
@@ -346,10 +353,17 @@ def load_split(embed_task_dir: Path, split: str) -> Split:
     return Split(names, torch.from_numpy(x).float(), torch.tensor(y, dtype=torch.float32))
 
 
-def score_task(embed_task_dir: Path, grid: str = "default", grid_points: int = 8) -> dict:
-    """Score one localization task's embeddings and write :data:`SCORES_NAME` beside them."""
+def score_task(
+    embed_task_dir: Path,
+    grid: str = "default",
+    grid_points: int = 8,
+    seed: int = SEED,
+    model: str = "",
+) -> dict:
+    """Score one localization task's embeddings and write :data:`SCORES_NAME` beside them
+    (the task is named by its folder, as for heareval's probes)."""
     metadata = json.loads((embed_task_dir / "task_metadata.json").read_text())
     splits = {s: load_split(embed_task_dir, s) for s in metadata["splits"]}
-    scores = fit_and_score(splits, metadata, grid, grid_points)
+    scores = fit_and_score(splits, metadata, grid, grid_points, seed, embed_task_dir.name, model)
     atomic_write_json(embed_task_dir / SCORES_NAME, scores, indent=2)
     return scores

@@ -15,12 +15,21 @@ The heareval runners run as subprocesses through
 skipped unless ``--force``; ``OUT/runs/<label>/model.json`` records which weights and probe
 settings made the scores, and a run with other weights or settings under the same label
 stops with an error instead of mixing results.
+
+Reproducible: every probe is trained from a seed derived from ``--seed`` and (task, model,
+fold, grid point), with one intra-op thread (:mod:`natheear_tasks.evaluation.determinism`),
+so the same tasks, models and options give the same scores with any thread count; the
+CPU, library versions and thread counts go into ``summary.json``. Every score carries a
+95 % confidence interval (:mod:`natheear_tasks.evaluation.intervals`), s(m) too.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
+import importlib
+import inspect
 import json
 import os
 import re
@@ -31,9 +40,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
-from natheear_tasks.evaluation import doa_probe, report, scoring
+from natheear_tasks.evaluation import determinism, doa_probe, intervals, report, scoring
+from natheear_tasks.evaluation.heareval_embed import RANDOM
+from natheear_tasks.evaluation.heareval_predict import TEST_OUTPUTS_SUFFIX
+from natheear_tasks.seeding import derive_seed
 from natheear_tasks.tasks import localize
 from natheear_tasks.tasks.taskdir import atomic_write_bytes, atomic_write_json
 
@@ -95,13 +108,15 @@ class TaskInfo:
 
 @dataclass
 class Settings:
-    """Probe settings shared by heareval's predictions runner and the localization probe."""
+    """Probe settings shared by heareval's predictions runner and the localization probe;
+    ``seed`` also seeds the bootstrap."""
 
     grid: str = "default"
     grid_points: int = 8
+    seed: int = determinism.DEFAULT_SEED
 
     def as_dict(self) -> dict:
-        return {"grid": self.grid, "grid_points": self.grid_points}
+        return {"grid": self.grid, "grid_points": self.grid_points, "seed": self.seed}
 
 
 @dataclass
@@ -113,6 +128,10 @@ class ModelResult:
     reason: str = ""
     scores: dict[str, dict] = field(default_factory=dict)
     errors: dict[str, list[float]] = field(default_factory=dict)
+    # Per task: the test items (fold, name) and the primary score of each bootstrap
+    # resample, paired across models (the same items, the same resamples).
+    items: dict[str, tuple] = field(default_factory=dict)
+    resampled: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 # --- inputs -------------------------------------------------------------------------------
@@ -293,22 +312,74 @@ def check_specs(specs: list[ModelSpec]) -> None:
         raise UsageError(f"models share the labels {duplicates}; pass --label for each model")
 
 
-def check_sample_rates(specs: list[ModelSpec], tasks: list[TaskInfo]) -> None:
-    """Every task has a folder at each model's ``sample_rate`` option (when one is given)."""
-    problems = []
+def module_sample_rate(spec: ModelSpec) -> tuple[int | None, str]:
+    """The rate a model will take, and where that was read: its ``sample_rate`` option, the
+    module's ``DEFAULT_SAMPLE_RATE`` constant, the default of ``load_model``'s
+    ``sample_rate`` parameter, or else the ``sample_rate`` of the model loaded once (local
+    weights or none only; a Hub model is not downloaded for this). ``None`` and the reason
+    when it cannot be known before embedding.
+
+    Raises:
+        UsageError: the module cannot be imported.
+    """
+    if "sample_rate" in spec.options:
+        return spec.options["sample_rate"], "its sample_rate option"
+    try:
+        module = importlib.import_module(spec.module)
+    except ImportError as error:
+        raise UsageError(
+            f"--module {spec.module!r} ({spec.label}) cannot be imported: {error}"
+        ) from error
+    constant = getattr(module, "DEFAULT_SAMPLE_RATE", None)
+    if isinstance(constant, int):
+        return constant, f"the default of {spec.module}"
+    load = getattr(module, "load_model", None)
+    if load is None:
+        raise UsageError(f"--module {spec.module!r} ({spec.label}) has no load_model")
+    try:
+        parameter = inspect.signature(load).parameters.get("sample_rate")
+    except (TypeError, ValueError):
+        parameter = None
+    if parameter is not None and isinstance(parameter.default, int):
+        return parameter.default, f"the default of {spec.module}.load_model"
+    if spec.model is not None and spec.model != RANDOM and not Path(spec.model).exists():
+        return None, "its weights are not local yet"
+    try:
+        model = load(spec.model, **spec.options) if spec.model else load(**spec.options)
+    except Exception as error:  # a third-party module may raise anything
+        return None, f"load_model failed ({type(error).__name__}: {error})"
+    return getattr(model, "sample_rate", None), f"{spec.module}.load_model(...).sample_rate"
+
+
+def check_sample_rates(specs: list[ModelSpec], tasks: list[TaskInfo]) -> list[str]:
+    """Every task has a folder at the rate each model will take (:func:`module_sample_rate`).
+
+    Returns:
+        Notes on models whose rate cannot be known before embedding.
+    Raises:
+        UsageError: a task lacks a model's rate; names the option that sets it.
+    """
+    problems, notes = [], []
     for spec in specs:
-        rate = spec.options.get("sample_rate")
+        rate, source = module_sample_rate(spec)
         if rate is None:
+            notes.append(f"{spec.label}: sample rate not checked before embedding: {source}")
             continue
         for task in tasks:
             if not (task.path / str(rate)).is_dir():
                 present = sorted(p.name for p in task.path.iterdir() if p.name.isdigit())
-                problems.append(f"{spec.label} takes {rate} Hz, but {task.name} has only {present}")
+                fix = {**spec.options, "sample_rate": int(present[0])} if present else None
+                advice = f"; pass --model-options '{json.dumps(fix)}'" if fix else ""
+                problems.append(
+                    f"{spec.label} takes {rate} Hz ({source}), but {task.name} has only "
+                    f"{present}{advice}"
+                )
     if problems:
         raise UsageError(
-            'sample rates do not match (set "sample_rate" in --model-options):\n  '
-            + "\n  ".join(problems)
+            'sample rates do not match (set "sample_rate" in --model-options, or in the '
+            'model\'s "options" of --models):\n  ' + "\n  ".join(problems)
         )
+    return notes
 
 
 def check_references(
@@ -323,8 +394,10 @@ def check_references(
 # --- weights ------------------------------------------------------------------------------
 
 
-def resolve_weights(spec: ModelSpec) -> Path | None:
-    """A local path for the model's weights: the path itself, or a Hub snapshot.
+def resolve_weights(spec: ModelSpec) -> Path | str | None:
+    """A local path for the model's weights: the path itself, or a Hub snapshot; ``"random"``
+    (untrained, seeded weights, as hear_gram's ``load_model`` takes them) unless a file or
+    folder of that name exists.
 
     Raises:
         ModelUnavailable: a Hub reference that cannot be downloaded nor found in the cache.
@@ -335,6 +408,8 @@ def resolve_weights(spec: ModelSpec) -> Path | None:
     path = Path(spec.model).expanduser()
     if path.exists():
         return path.resolve()
+    if spec.model == RANDOM:
+        return RANDOM
     if _HUB_REF.match(spec.model) and not spec.model.startswith((".", "/", "~")):
         from hear_gram.checkpoint import download
         from hear_gram.errors import CheckpointError
@@ -350,14 +425,15 @@ def resolve_weights(spec: ModelSpec) -> Path | None:
                 f"access run `hf download {spec.model}`, then copy HF_HOME here"
             ) from error
     raise UsageError(
-        f"--model {spec.model!r} ({spec.label}) is neither an existing file or folder nor a "
-        "Hugging Face Hub reference org/name[@revision]"
+        f"--model {spec.model!r} ({spec.label}) is neither an existing file or folder, nor a "
+        f"Hugging Face Hub reference org/name[@revision], nor {RANDOM!r}"
     )
 
 
-def weights_digest(path: Path | None) -> str | None:
-    """sha256 over a weights file, or over every file of a checkpoint folder."""
-    if path is None:
+def weights_digest(path: Path | str | None) -> str | None:
+    """sha256 over a weights file, or over every file of a checkpoint folder (None for no
+    weights or ``"random"``)."""
+    if not isinstance(path, Path):
         return None
     digest = hashlib.sha256()
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
@@ -397,15 +473,23 @@ def _run_logged(command: list[str], log: Path, what: str) -> None:
 
 
 def heareval_score(embed_dir: Path) -> dict:
-    """The primary test score of a heareval-scored task (mean and std over folds)."""
+    """The primary test score of a heareval-scored task (mean and std over folds) and the
+    score of each test fold (``folds``)."""
     data = json.loads((embed_dir / HEAREVAL_SCORES).read_text())
+    folds = {
+        k: v["test_score"] for k, v in data.items() if isinstance(v, dict) and "test_score" in v
+    }
     if "aggregated_scores" in data:
         agg = data["aggregated_scores"]
-        return {"score": agg["test_score_mean"], "std": agg["test_score_std"]}
-    folds = [v for v in data.values() if isinstance(v, dict) and "test_score" in v]
+        return {"score": agg["test_score_mean"], "std": agg["test_score_std"], "folds": folds}
     if len(folds) != 1:
         raise RuntimeError(f"{embed_dir / HEAREVAL_SCORES} has no single test score")
-    return {"score": folds[0]["test_score"], "std": None}
+    return {"score": next(iter(folds.values())), "std": None, "folds": folds}
+
+
+def _test_folds(task: TaskInfo) -> list[str]:
+    """heareval's names of the task's test folds (``["test"]``, or one per k-fold fold)."""
+    return ["|".join(p["test"]) for p in doa_probe.data_splits(task.metadata)]
 
 
 def _is_scored(embed_dir: Path | None, task: TaskInfo) -> bool:
@@ -413,7 +497,86 @@ def _is_scored(embed_dir: Path | None, task: TaskInfo) -> bool:
         return False
     if task.localization:
         return (embed_dir / doa_probe.SCORES_NAME).is_file()
-    return (embed_dir / HEAREVAL_SCORES).is_file() and (embed_dir / HEAREVAL_DONE).is_file()
+    outputs = [embed_dir / f"{fold}{TEST_OUTPUTS_SUFFIX}" for fold in _test_folds(task)]
+    return all(
+        p.is_file() for p in [embed_dir / HEAREVAL_SCORES, embed_dir / HEAREVAL_DONE, *outputs]
+    )
+
+
+def _labels(embed_dir: Path) -> list[str]:
+    """The label vocabulary in index order."""
+    with (embed_dir / "labelvocabulary.csv").open(newline="") as handle:
+        rows = sorted(csv.DictReader(handle), key=lambda row: int(row["idx"]))
+    return [str(row["label"]) for row in rows]
+
+
+def heareval_items(task: TaskInfo, embed_dir: Path) -> intervals.ItemStats:
+    """Per-item statistics of a heareval-scored task from its ``<fold>.test-outputs.json``."""
+    names, stats, folds = [], [], []
+    labels = None
+    for fold in _test_folds(task):
+        outputs = json.loads((embed_dir / f"{fold}{TEST_OUTPUTS_SUFFIX}").read_text())
+        if outputs["kind"] == "event":
+            labels = labels or _labels(embed_dir)
+            fold_names, fold_stats = intervals.event_statistics(task.metric, outputs, labels)
+        else:
+            fold_names, fold_stats = intervals.scene_statistics(task.metric, outputs)
+        names += fold_names
+        stats.append(fold_stats)
+        folds += [fold] * len(fold_names)
+    return intervals.ItemStats(
+        task.metric, names, np.concatenate(stats), folds, fold_mean=len(set(folds)) > 1
+    )
+
+
+def heareval_task_scores(task: TaskInfo, embed_dir: Path) -> intervals.TaskScores:
+    """A heareval-scored task's result: its score (mean over folds) and per-item statistics."""
+    scored = heareval_score(embed_dir)
+    return intervals.TaskScores(
+        entry={"score": scored["score"], "std": scored["std"]},
+        values={task.metric: scored["score"]},
+        items={task.metric: heareval_items(task, embed_dir)},
+        fold_scores={task.metric: list(scored["folds"].values())},
+        unit="files" if task.metadata["embedding_type"] == "event" else "clips",
+    )
+
+
+def localization_task_scores(task: TaskInfo, embed_dir: Path) -> intervals.TaskScores:
+    """A localization task's result: mean and median DoA error, each with its per-clip
+    statistics (the clip's error)."""
+    data = json.loads((embed_dir / doa_probe.SCORES_NAME).read_text())
+    folds_of = {name: fold for fold, f in data["folds"].items() for name in f["files"]}
+    names = sorted(data["errors_deg"])
+    errors = [data["errors_deg"][n] for n in names]
+    folds = [folds_of[n] for n in names]
+    values = {m: data["test"][m] for m in doa_probe.METRICS}
+    return intervals.TaskScores(
+        entry={
+            "score": values[task.metric],
+            "mean": values["mean_doa_error_deg"],
+            "median": values["median_doa_error_deg"],
+            "std": None,
+        },
+        values=values,
+        items={m: intervals.ItemStats(m, names, errors, folds) for m in doa_probe.METRICS},
+        fold_scores={m: [f[m] for f in data["folds"].values()] for m in doa_probe.METRICS},
+        fields={"mean_doa_error_deg": "mean", "median_doa_error_deg": "median"},
+    )
+
+
+def score_entry(
+    task: TaskInfo, embed_dir: Path, seed: int
+) -> tuple[dict, intervals.ItemStats, np.ndarray]:
+    """A task's summary entry (scores, ``ci95`` and how it was made), its per-item
+    statistics and the primary score of each bootstrap resample (drawn from
+    ``derive_seed(seed, "bootstrap", task)``, so every model of the task alike).
+
+    Raises:
+        intervals.DecompositionError: the per-item statistics miss the reported score.
+    """
+    reader = localization_task_scores if task.localization else heareval_task_scores
+    scores = reader(task, embed_dir)
+    return intervals.with_intervals(scores, task.metric, derive_seed(seed, "bootstrap", task.name))
 
 
 def _embed_dir(run_dir: Path, task: TaskInfo) -> Path | None:
@@ -425,11 +588,13 @@ def _embed_dir(run_dir: Path, task: TaskInfo) -> Path | None:
 
 @dataclass
 class Prepared:
-    """A model ready to run: its weights on disk and its run folder."""
+    """A model ready to run: its weights on disk (or ``"random"``), its run folder and the
+    key that seeds its probes (:func:`~natheear_tasks.evaluation.determinism.model_key`)."""
 
     result: ModelResult
-    weights: Path | None = None
+    weights: Path | str | None = None
     run_dir: Path | None = None
+    key: str = ""
 
 
 def prepare_model(spec: ModelSpec, out: Path, settings: Settings, force: bool) -> Prepared:
@@ -446,10 +611,11 @@ def prepare_model(spec: ModelSpec, out: Path, settings: Settings, force: bool) -
         tqdm.write(f"[{spec.label}] unavailable: {error}")
         return Prepared(result)
     run_dir = out / "runs" / spec.label
+    digest = weights_digest(weights)
     fingerprint = {
         "module": spec.module,
         "model": str(weights) if weights else None,
-        "weights_sha256": weights_digest(weights),
+        "weights_sha256": digest,
         "options": spec.options,
         **settings.as_dict(),
     }
@@ -467,7 +633,8 @@ def prepare_model(spec: ModelSpec, out: Path, settings: Settings, force: bool) -
                 )
             shutil.rmtree(run_dir)
     atomic_write_json(record, fingerprint, indent=2)
-    return Prepared(result, weights, run_dir)
+    key = determinism.model_key(spec.module, digest, fingerprint["model"], spec.options)
+    return Prepared(result, weights, run_dir, key)
 
 
 def evaluate_model(
@@ -490,7 +657,7 @@ def evaluate_model(
     try:
         if pending:
             _embed(spec, prepared.weights, pending, run_dir)
-            _predict(spec, pending, run_dir, settings)
+            _predict(spec, pending, run_dir, settings, prepared.key)
     except (RuntimeError, ValueError) as error:
         result.status, result.reason = "failed", str(error).splitlines()[0]
         tqdm.write(f"[{spec.label}] {error}")
@@ -498,22 +665,23 @@ def evaluate_model(
         embed_dir = _embed_dir(run_dir, task)
         if not _is_scored(embed_dir, task):
             continue
+        try:
+            entry, items, resampled = score_entry(task, embed_dir, settings.seed)
+        except intervals.DecompositionError as error:
+            result.status, result.reason = "failed", f"{task.name}: {error}"
+            tqdm.write(f"[{spec.label}] {result.reason}")
+            continue
+        result.scores[task.name] = entry
+        result.items[task.name], result.resampled[task.name] = items.key, resampled
         if task.localization:
-            data = json.loads((embed_dir / doa_probe.SCORES_NAME).read_text())
-            test = data["test"]
-            result.scores[task.name] = {
-                "score": test[task.metric],
-                "mean": test["mean_doa_error_deg"],
-                "median": test["median_doa_error_deg"],
-                "std": None,
-            }
-            result.errors[task.name] = list(data["errors_deg"].values())
-        else:
-            result.scores[task.name] = heareval_score(embed_dir)
+            errors = json.loads((embed_dir / doa_probe.SCORES_NAME).read_text())["errors_deg"]
+            result.errors[task.name] = list(errors.values())
     return result
 
 
-def _embed(spec: ModelSpec, weights: Path | None, tasks: list[TaskInfo], run_dir: Path) -> None:
+def _embed(
+    spec: ModelSpec, weights: Path | str | None, tasks: list[TaskInfo], run_dir: Path
+) -> None:
     staging = run_dir / "tasks"
     if staging.exists():
         shutil.rmtree(staging)
@@ -540,7 +708,9 @@ def _embed(spec: ModelSpec, weights: Path | None, tasks: list[TaskInfo], run_dir
         shutil.rmtree(staging)
 
 
-def _predict(spec: ModelSpec, tasks: list[TaskInfo], run_dir: Path, settings: Settings) -> None:
+def _predict(
+    spec: ModelSpec, tasks: list[TaskInfo], run_dir: Path, settings: Settings, key: str
+) -> None:
     dirs = {task.name: _embed_dir(run_dir, task) for task in tasks}
     missing = sorted(name for name, d in dirs.items() if d is None)
     if missing:
@@ -554,11 +724,14 @@ def _predict(spec: ModelSpec, tasks: list[TaskInfo], run_dir: Path, settings: Se
         command = [sys.executable, "-m", "natheear_tasks.evaluation.heareval_predict"]
         command += heareval_dirs
         command += ["--grid", settings.grid, "--grid-points", str(settings.grid_points)]
+        command += ["--seed", str(settings.seed), "--model-key", key]
         _run_logged(command, run_dir / "predictions.log", f"predictions of {spec.label}")
     for task in tasks:
         if task.localization:
             tqdm.write(f"[{spec.label}] localization probe on {task.name}")
-            doa_probe.score_task(dirs[task.name], settings.grid, settings.grid_points)
+            doa_probe.score_task(
+                dirs[task.name], settings.grid, settings.grid_points, settings.seed, key
+            )
 
 
 # --- the whole evaluation -------------------------------------------------------------------
@@ -574,11 +747,20 @@ def summarize(
     scores = {r.spec.label: r.scores for r in results}
     s_m = None
     if references is not None:
+        metrics = {t.name: t.metric for t in tasks}
         primary = {
             label: {t: e["score"] for t, e in by_task.items()} for label, by_task in scores.items()
         }
-        s_m = scoring.s_m(references, {t.name: t.metric for t in tasks}, primary)
+        s_m = scoring.s_m(references, metrics, primary)
         s_m["source"] = references.source
+        resampled, unpaired = paired_resamples(results, list(s_m["references"]))
+        per_model = scoring.s_m_resampled(references, metrics, list(s_m["references"]), resampled)
+        for label, entry in s_m["models"].items():
+            values = per_model.get(label)
+            usable = values is not None and entry["s_m"] is not None
+            entry["ci95"] = intervals.percentile_interval(values) if usable else None
+            entry["resamples"] = int(np.isfinite(values).sum()) if usable else 0
+        s_m["unpaired"] = unpaired
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "models": [
@@ -595,8 +777,28 @@ def summarize(
         "tasks": [t.describe() for t in tasks],
         "scores": scores,
         "s_m": s_m,
-        "settings": settings.as_dict(),
+        "settings": {
+            **settings.as_dict(),
+            "resamples": intervals.RESAMPLES,
+            "ci_level": intervals.LEVEL,
+        },
+        "environment": determinism.environment(),
     }
+
+
+def paired_resamples(
+    results: list[ModelResult], tasks: list[str]
+) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
+    """``{label: {task: resampled scores}}`` for the tasks every scored model was tested on
+    with the same items (so their resamples are the same clips), and the tasks where the
+    models' test items differ (a task directory changed between runs): left out."""
+    unpaired = sorted(
+        task for task in tasks if len({r.items[task] for r in results if task in r.items}) > 1
+    )
+    resampled = {
+        r.spec.label: {t: v for t, v in r.resampled.items() if t not in unpaired} for r in results
+    }
+    return resampled, unpaired
 
 
 def write_report(summary: dict, results: list[ModelResult], out: Path) -> list[Path]:
@@ -625,7 +827,13 @@ def evaluate(
     references: scoring.References | None = None,
     force: bool = False,
 ) -> tuple[dict, list[ModelResult]]:
-    """Evaluate every model on every task, then write the report into ``out``."""
+    """Evaluate every model on every task, then write the report into ``out``.
+
+    Raises:
+        UsageError: a task lacks a model's sample rate (checked before any work).
+    """
+    for note in check_sample_rates(specs, tasks):
+        tqdm.write(f"note: {note}")
     out.mkdir(parents=True, exist_ok=True)
     prepared = [prepare_model(spec, out.resolve(), settings, force) for spec in specs]
     results = [
@@ -665,7 +873,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--model",
         action="append",
-        help="weights: checkpoint folder, file, or Hub reference org/name; 'none' for none",
+        help="weights: checkpoint folder, file, or Hub reference org/name; 'random' for "
+        "untrained seeded weights (hear_gram); 'none' for none",
     )
     parser.add_argument("--label", action="append", help="name of the model in the report")
     parser.add_argument("--model-options", action="append", help="JSON object passed to load_model")
@@ -682,6 +891,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--grid-points", type=int, default=8, help="probe grid points searched (default 8)"
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=determinism.DEFAULT_SEED,
+        help="base seed of the probes (one per task, model, fold and grid point) and of the "
+        "bootstrap intervals (default %(default)s, heareval's)",
+    )
     parser.add_argument("--force", action="store_true", help="recompute tasks already scored")
     parser.set_defaults(handler=run)
     return parser
@@ -694,11 +910,10 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--grid-points must be at least 1")
         specs = specs_from_args(args)
         tasks = find_tasks(Path(args.tasks_dir), args.task)
-        check_sample_rates(specs, tasks)
         references = scoring.load_references(args.references) if args.references else None
         if references is not None:
             check_references(references, specs, tasks)
-        settings = Settings(args.grid, args.grid_points)
+        settings = Settings(args.grid, args.grid_points, args.seed)
         out = Path(args.out)
         summary, results = evaluate(specs, tasks, out, settings, references, args.force)
     except (UsageError, scoring.ReferenceError) as error:

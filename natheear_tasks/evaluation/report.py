@@ -5,9 +5,15 @@ Summary layout (written by :mod:`natheear_tasks.evaluation.evaluate`)::
     {"models": [{"label", "module", "model", "options", "status": "ok" | "unavailable" |
                  "failed", "reason"}],
      "tasks": [{"name", "embedding_type", "prediction_type", "metric", "higher_is_better"}],
-     "scores": {label: {task: {"score", "std", "median"?}}},
-     "s_m": null | {"references", "skipped", "models": {label: {"s_m", ...}}},
-     "settings": {...}}
+     "scores": {label: {task: {"score", "ci95": [low, high], "ci95_method", "items", "std",
+                               "mean"?, "mean_ci95"?, "median"?, "median_ci95"?}}},
+     "s_m": null | {"references", "skipped", "unpaired",
+                    "models": {label: {"s_m", "ci95", "resamples", ...}}},
+     "settings": {...}, "environment": {...}}
+
+A value with its interval prints as ``value ± half-width`` when the interval is symmetric
+about the value (its two arms differ by at most a fifth of the half-width), else as
+``value [low, high]``.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pathlib import Path
 
 from natheear_tasks.tasks.taskdir import atomic_write_bytes
 
+SYMMETRY = 0.2
 METRIC_NAMES = {
     "mean_doa_error_deg": "DoA error, mean / median",
     "median_doa_error_deg": "DoA error, mean / median (primary)",
@@ -33,16 +40,27 @@ def metric_label(task: dict) -> str:
     return f"{METRIC_NAMES.get(task['metric'], task['metric'])} {arrow}"
 
 
+def format_interval(value: float, ci: list[float] | None, digits: int, unit: str = "") -> str:
+    """``0.873 ± 0.021``, ``0.973 [0.920, 1.000]`` (asymmetric) or ``0.873`` (no interval)."""
+    text = f"{value:.{digits}f}{unit}"
+    if ci is None or not all(math.isfinite(x) for x in ci):
+        return text
+    low, high = ci
+    half = (high - low) / 2
+    if abs((high - value) - (value - low)) <= SYMMETRY * half:
+        return f"{text} ± {half:.{digits}f}"
+    return f"{text} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
 def format_score(task: dict, entry: dict | None) -> str:
-    """One table cell: ``0.873``, ``0.873 ± 0.021`` (k folds) or ``23.4° / 18.1°`` (DoA)."""
+    """One table cell: ``0.873 ± 0.021``, ``0.973 [0.920, 1.000]`` or, for DoA errors,
+    ``23.4° ± 2.0 / 18.1° [15.2, 22.9]`` (mean / median)."""
     if entry is None:
         return "n/a"
     if task["metric"].endswith("doa_error_deg"):
-        return f"{entry['mean']:.1f}° / {entry['median']:.1f}°"
-    std = entry.get("std")
-    if std is not None and math.isfinite(std):
-        return f"{entry['score']:.3f} ± {std:.3f}"
-    return f"{entry['score']:.3f}"
+        mean = format_interval(entry["mean"], entry.get("mean_ci95"), 1, "°")
+        return f"{mean} / {format_interval(entry['median'], entry.get('median_ci95'), 1, '°')}"
+    return format_interval(entry["score"], entry.get("ci95"), 3)
 
 
 def _cell(summary: dict, model: dict, task: dict) -> str:
@@ -63,8 +81,11 @@ def markdown_table(summary: dict) -> str:
     if s_m is not None:
         cells = []
         for m in models:
-            value = s_m["models"].get(m["label"], {}).get("s_m")
-            cells.append("n/a" if value is None else f"**{value:.1f}**")
+            model = s_m["models"].get(m["label"], {})
+            value = model.get("s_m")
+            cells.append(
+                "n/a" if value is None else f"**{format_interval(value, model.get('ci95'), 1)}**"
+            )
         rows.append([f"**s(m)** ({len(s_m['references'])} tasks)", "% ↑"] + cells)
     lines = [
         "| " + " | ".join(header) + " |",
@@ -74,15 +95,42 @@ def markdown_table(summary: dict) -> str:
     notes = [
         f"- {m['label']}: {m['status']} — {m['reason']}" for m in models if m["status"] != "ok"
     ]
+    methods = {
+        e.get("ci95_method") for by_task in summary["scores"].values() for e in by_task.values()
+    }
+    if methods - {None}:
+        resamples = summary.get("settings", {}).get("resamples", "?")
+        notes.append(
+            "- ± half-width or [low, high]: 95 % confidence interval; "
+            + "; ".join(
+                INTERVAL_NOTES[m].format(resamples=resamples) for m in sorted(methods - {None})
+            )
+        )
     if s_m is None:
         notes.append("- s(m): not computed (pass --references FILE with a baseline and a best)")
     else:
         notes += [f"- s(m) leaves out {task}: {why}" for task, why in s_m["skipped"].items()]
+        notes.append(
+            "- s(m) interval: s(m) of each bootstrap resample, the same test items for every "
+            "model (paired)"
+        )
+        if s_m.get("unpaired"):
+            notes.append(
+                "- s(m) has no interval: the models were tested on different items of "
+                + ", ".join(s_m["unpaired"])
+            )
         for m in models:
             missing = s_m["models"].get(m["label"], {}).get("missing")
             if m["status"] == "ok" and missing:
                 notes.append(f"- s(m) of {m['label']}: no score on {', '.join(missing)}")
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+
+
+INTERVAL_NOTES = {
+    "bootstrap-clips": "bootstrap over test clips ({resamples} resamples)",
+    "bootstrap-files": "event tasks: bootstrap over test files ({resamples} resamples)",
+    "t-folds": "k-fold tasks: Student-t over the fold scores",
+}
 
 
 def _subplots(count: int):
@@ -113,19 +161,23 @@ def _save(fig, path: Path) -> Path:
 
 
 def plot_scores(summary: dict, path: Path) -> Path:
-    """One bar chart per task (a bar per model with a score), as a PNG."""
+    """One bar chart per task (a bar per model with a score and its 95 % interval), as a
+    PNG."""
     tasks = summary["tasks"]
     labels = [m["label"] for m in summary["models"]]
     fig, axes = _subplots(len(tasks))
     colors = [f"C{i}" for i in range(len(labels))]
     for ax, task in zip(axes.flat, tasks, strict=False):
-        values, errs = [], []
+        values, below, above = [], [], []
         for label in labels:
             entry = summary["scores"].get(label, {}).get(task["name"])
-            values.append(math.nan if entry is None else entry["score"])
-            std = None if entry is None else entry.get("std")
-            errs.append(0.0 if std is None or not math.isfinite(std) else std)
-        ax.bar(range(len(labels)), values, yerr=errs, color=colors)
+            value = math.nan if entry is None else entry["score"]
+            ci = None if entry is None else entry.get("ci95")
+            usable = ci is not None and all(math.isfinite(x) for x in ci)
+            values.append(value)
+            below.append(max(0.0, value - ci[0]) if usable else 0.0)
+            above.append(max(0.0, ci[1] - value) if usable else 0.0)
+        ax.bar(range(len(labels)), values, yerr=[below, above], color=colors, capsize=3)
         ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
         ax.set_title(task["name"], fontsize=9)
         ax.set_ylabel(metric_label(task).replace(", mean / median", ", mean"), fontsize=8)

@@ -19,6 +19,8 @@ on the task's primary metric, ``"perfect"`` (the metric's ideal value: 1 for acc
 mAP, AUC and F-measures, 0 for error rates and DoA errors), or the label of a model of the
 same evaluation (its score on that task). ``metric``, when given, must name the task's
 primary metric, so numbers of another metric are never mixed in.
+
+s(m) gets a 95 % interval from the tasks' bootstrap resamples (:func:`s_m_resampled`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 PERFECT = "perfect"
 
@@ -254,3 +258,56 @@ def s_m(
         "skipped": skipped,
         "models": models,
     }
+
+
+def s_m_resampled(
+    refs: References,
+    metrics: dict[str, str],
+    tasks: list[str],
+    resampled: dict[str, dict[str, np.ndarray]],
+) -> dict[str, np.ndarray | None]:
+    """s(m) of every bootstrap resample, for an interval of s(m).
+
+    The same rules as :func:`s_m`, applied to each resample: a baseline or best given as a
+    model label takes that model's score on the same resample (the resamples of a task
+    hold the same clips for every model, so the comparison stays paired), numbers and
+    ``"perfect"`` stay fixed. A resample where a task's best is no better than its
+    baseline has no s(m) (``nan``).
+
+    Args:
+        metrics: ``{task: primary metric}``.
+        tasks: the tasks s(m) averages over (``s_m(...)["references"]``).
+        resampled: ``{model label: {task: (B,) primary scores}}``.
+    Returns:
+        ``{label: (B,) s(m) in percent}``, or None for a model without resamples of every
+        task (or whose reference model lacks them).
+    """
+    out: dict[str, np.ndarray | None] = {}
+    for label, by_task in resampled.items():
+        parts = []
+        for task in tasks:
+            metric, entry = metrics[task], refs.entry(task)
+            bounds = [
+                _resampled_value(entry[k], metric, task, resampled) for k in ("baseline", "best")
+            ]
+            if task not in by_task or any(b is None for b in bounds):
+                parts = None
+                break
+            baseline, best = (np.asarray(b, dtype=np.float64) for b in bounds)
+            valid = best > baseline if higher_is_better(metric) else best < baseline
+            span = np.where(valid, best - baseline, 1.0)
+            normalized = np.clip((by_task[task] - baseline) / span, 0.0, 1.0)
+            parts.append(np.where(valid, normalized, np.nan))
+        out[label] = None if parts is None or not parts else 100.0 * np.mean(parts, axis=0)
+    return out
+
+
+def _resampled_value(
+    value: float | str, metric: str, task: str, resampled: dict[str, dict[str, np.ndarray]]
+) -> np.ndarray | float | None:
+    """A reference value on each resample: a number, the ideal value, or a model's resamples."""
+    if value == PERFECT:
+        return IDEAL[metric]
+    if isinstance(value, str):
+        return resampled.get(value, {}).get(task)
+    return float(value)
