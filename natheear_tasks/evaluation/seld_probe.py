@@ -38,7 +38,8 @@ and ``<file>.timestamps.json`` (``S`` step centres in ms), and the split json's 
   test files are summed (as DCASE sums over files), per test fold too; per-file counts are
   kept for intervals.
 * **Determinism**: each probe is trained from a seed derived from the base seed, the task,
-  the model, the test fold and the grid point, with one intra-op thread.
+  the model, the test fold and the grid point, with one intra-op thread, as every probe of
+  ``evaluate`` (:mod:`natheear_tasks.evaluation.determinism`).
 
 File and split names read from the task become paths only once
 :func:`natheear_tasks.paths.name_problem` accepts them.
@@ -50,8 +51,7 @@ import copy
 import itertools
 import json
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -59,10 +59,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from natheear_tasks.evaluation import doa_probe
+from natheear_tasks.evaluation import determinism, doa_probe
 from natheear_tasks.evaluation.seld_metrics import SeldCounts, count_file, seld_scores
 from natheear_tasks.paths import name_problem
-from natheear_tasks.seeding import derive_seed
 from natheear_tasks.tasks.dcase import FRAME_SECONDS, FrameRow, azimuth_elevation
 from natheear_tasks.tasks.taskdir import atomic_write_json
 
@@ -75,8 +74,7 @@ TRACKS = 3
 ACTIVE_NORM = 0.5
 UNIFY_DEG = 15.0
 FRAME_MS = round(1000 * FRAME_SECONDS)
-SEED = doa_probe.SEED
-PROBE_THREADS = 1
+SEED = determinism.DEFAULT_SEED
 
 
 def assignments(sources: int) -> list[tuple[int, ...]]:
@@ -296,30 +294,6 @@ def _fit(train: SeldSplit, valid: SeldSplit, num_classes: int, conf: dict) -> Fi
     return FitResult(model.eval(), conf, best, best_epoch)
 
 
-def probe_seed(seed: int, task: str, model: str, fold: str, conf: dict) -> int:
-    """The seed of one probe, from the base seed, the task, the model, the test fold and
-    the grid point (classes and functions by name), in ``[0, 2**32)``."""
-    point = json.dumps({k: _json_value(v) for k, v in sorted(conf.items())}, sort_keys=True)
-    return derive_seed(seed, "probe", task, model, fold, point) % (1 << 32)
-
-
-@contextmanager
-def probe_threads() -> Iterator[None]:
-    """Run the block with :data:`PROBE_THREADS` intra-op threads, then restore the count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(PROBE_THREADS)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _json_value(value: object) -> object:
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return getattr(value, "__name__", str(value))
-
-
 def scores_of(counts: SeldCounts) -> dict[str, float]:
     """The task's metrics (:data:`METRICS`) of summed counts."""
     s = seld_scores(counts)
@@ -359,7 +333,7 @@ def fit_and_score(
         return SeldSplit.concat([splits[n] for n in names])
 
     def fit_split(p: dict[str, list[str]], conf: dict) -> FitResult:
-        fold_seed = probe_seed(seed, task, model, "|".join(p["test"]), conf)
+        fold_seed = determinism.probe_seed(seed, task, model, "|".join(p["test"]), conf)
         return fit(gather(p["train"]), gather(p["valid"]), num_classes, conf, fold_seed)
 
     for p in plan:
@@ -371,7 +345,7 @@ def fit_and_score(
             )
     task_grid = metadata.get("evaluation_params", {}).get("task_specific_param_grid")
     confs = doa_probe.grid_confs(grid, grid_points, task_grid, seed)
-    with probe_threads():
+    with determinism.probe_threads():
         results = [fit_split(plan[0], conf) for conf in confs]
         best = min(results, key=lambda r: r.validation_seld)
         fitted = [best] + [fit_split(p, best.conf) for p in plan[1:]]
@@ -391,7 +365,7 @@ def fit_and_score(
         "metric": METRIC,
         "test": {**_scores_or_none(total), "files": len(per_file)},
         "folds": folds,
-        "hparams": {k: _json_value(v) for k, v in best.conf.items()},
+        "hparams": {k: determinism.json_value(v) for k, v in best.conf.items()},
         "grid": grid,
         "grid_points": grid_points,
         "seed": seed,
