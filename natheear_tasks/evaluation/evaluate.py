@@ -46,6 +46,7 @@ from tqdm import tqdm
 from natheear_tasks.evaluation import determinism, doa_probe, intervals, report, scoring
 from natheear_tasks.evaluation.heareval_embed import RANDOM
 from natheear_tasks.evaluation.heareval_predict import TEST_OUTPUTS_SUFFIX
+from natheear_tasks.paths import name_problem
 from natheear_tasks.seeding import derive_seed
 from natheear_tasks.tasks import localize
 from natheear_tasks.tasks.taskdir import atomic_write_bytes, atomic_write_json
@@ -163,6 +164,9 @@ def find_tasks(tasks_dir: Path, names: list[str] | None = None) -> list[TaskInfo
         except (OSError, json.JSONDecodeError) as error:
             problems.append(f"{name}: task_metadata.json is unreadable ({error})")
             continue
+        if not isinstance(metadata, dict):
+            problems.append(f"{name}: task_metadata.json must hold a JSON object")
+            continue
         missing = [
             k
             for k in ("embedding_type", "prediction_type", "split_mode", "splits")
@@ -174,6 +178,10 @@ def find_tasks(tasks_dir: Path, names: list[str] | None = None) -> list[TaskInfo
             missing.append("evaluation")
         if missing:
             problems.append(f"{name}: task_metadata.json lacks {missing}")
+            continue
+        split_problems = _split_problems(name, metadata["splits"])
+        if split_problems:
+            problems += split_problems
             continue
         task = TaskInfo(name, path, metadata)
         try:
@@ -195,6 +203,18 @@ def find_tasks(tasks_dir: Path, names: list[str] | None = None) -> list[TaskInfo
     if problems:
         raise UsageError("bad task directories:\n  " + "\n  ".join(problems))
     return tasks
+
+
+def _split_problems(task: str, splits: object) -> list[str]:
+    """Split names that cannot become file names inside the task folder (they are read as
+    ``<split>.json`` and ``<rate>/<split>/``): not plain single names, or not a list."""
+    if not isinstance(splits, list) or not splits:
+        return [f"{task}: task_metadata.json 'splits' must be a non-empty list of split names"]
+    return [
+        f"{task}: split name {split!r} {problem}"
+        for split in splits
+        if (problem := name_problem(split, single=True))
+    ]
 
 
 def _direction_problems(task: TaskInfo) -> list[str]:

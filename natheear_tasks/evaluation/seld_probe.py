@@ -42,7 +42,7 @@ and ``<file>.timestamps.json`` (``S`` step centres in ms), and the split json's 
   ``evaluate`` (:mod:`natheear_tasks.evaluation.determinism`).
 
 File and split names read from the task become paths only once
-:func:`natheear_tasks.paths.name_problem` accepts them.
+:func:`natheear_tasks.paths.check_name` accepts them.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ from torch import Tensor, nn
 
 from natheear_tasks.evaluation import determinism, doa_probe
 from natheear_tasks.evaluation.seld_metrics import SeldCounts, count_file, seld_scores
-from natheear_tasks.paths import name_problem
+from natheear_tasks.paths import check_name
 from natheear_tasks.tasks.dcase import FRAME_SECONDS, FrameRow, azimuth_elevation
 from natheear_tasks.tasks.taskdir import atomic_write_json
 
@@ -380,13 +380,6 @@ def _scores_or_none(counts: SeldCounts) -> dict[str, float | None]:
     return scores_of(counts)
 
 
-def _check_name(name: object, what: str, single: bool = False) -> str:
-    problem = name_problem(name, single)
-    if problem:
-        raise ValueError(f"{what} {name!r} {problem}")
-    return str(name)
-
-
 def label_rows(labels: object, file: str, frames: int, num_classes: int) -> list[FrameRow]:
     """The frame rows of one file's SELD labels (the ``natheear-tasks seld`` format).
 
@@ -474,7 +467,7 @@ def load_split(
         metadata: the task's metadata.
         scored: :func:`chunk_frames`; None scores every file on all its frames.
     """
-    split = _check_name(split, "split name", single=True)
+    split = check_name(split, "split name", single=True)
     frames = task_frames(metadata)
     num_classes = len(metadata["classes"])
     labels = json.loads((embed_task_dir / f"{split}.json").read_text())
@@ -483,7 +476,7 @@ def load_split(
     names = sorted(labels)
     xs, sources, counts, references, scored_frames = [], [], [], [], []
     for name in names:
-        _check_name(name, f"{split}.json: file name")
+        check_name(name, f"{split}.json: file name")
         base = embed_task_dir / split / name
         embedding = np.load(f"{base}.embedding.npy")
         timestamps = np.asarray(json.loads(Path(f"{base}.timestamps.json").read_text()), float)
