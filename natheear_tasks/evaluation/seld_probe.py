@@ -309,6 +309,30 @@ def counts_json(counts: SeldCounts) -> dict:
     return out
 
 
+def counts_from_json(data: dict) -> SeldCounts:
+    """One file's counts from :func:`counts_json`'s JSON."""
+    missing = [f.name for f in fields(SeldCounts) if f.name not in data]
+    if missing:
+        raise ValueError(f"per-file SELD counts lack {missing}")
+    values = {f.name: data[f.name] for f in fields(SeldCounts)}
+    for name, value in values.items():
+        if isinstance(value, list):
+            values[name] = np.asarray(value, dtype=np.float64 if name == "le_sum" else np.int64)
+    return SeldCounts(**values)
+
+
+def primary_metric(metadata: dict) -> str:
+    """A SELD task's primary metric: the SELD score, on which the probe is selected; the
+    task's ``evaluation`` list must start with it."""
+    evaluation = metadata.get("evaluation") or [METRIC]
+    if evaluation[0] != METRIC:
+        raise ValueError(
+            f"a SELD task's first evaluation metric must be {METRIC!r} (the probe is selected "
+            f"on it), got {evaluation[0]!r}"
+        )
+    return METRIC
+
+
 def fit_and_score(
     splits: dict[str, SeldSplit],
     metadata: dict,
@@ -453,6 +477,58 @@ def chunk_frames(task_dir: Path | None) -> dict[tuple[str, str], int] | None:
     return frames
 
 
+def split_labels(folder: Path, split: str, metadata: dict) -> dict[str, list[FrameRow]]:
+    """The frame rows of every file of one split file, by file name (sorted).
+
+    Args:
+        folder: a task folder or its embeddings folder (both hold ``<split>.json``).
+        split: its name (checked: a plain single name).
+        metadata: the task's metadata.
+    Raises:
+        ValueError: a bad split or file name, a split without files, labels not in the
+            ``natheear-tasks seld`` format.
+    """
+    split = check_name(split, "split name", single=True)
+    frames = task_frames(metadata)
+    num_classes = len(metadata["classes"])
+    labels = json.loads((folder / f"{split}.json").read_text())
+    if not isinstance(labels, dict) or not labels:
+        raise ValueError(f"split {split!r} of {folder} holds no files")
+    rows = {}
+    for name in sorted(labels):
+        check_name(name, f"{split}.json: file name")
+        rows[name] = label_rows(labels[name], f"{split}.json[{name!r}]", frames, num_classes)
+    return rows
+
+
+def task_problems(task_dir: Path, metadata: dict) -> list[str]:
+    """What would stop the probe on a SELD task folder, found before any embedding: its
+    metadata, ``chunks.jsonl``, and per split the first bad name or label, a file without
+    a chunk record, or no label at all (the SELD score of a split without events is
+    undefined, and every split validates or tests in some fold)."""
+    try:
+        task_frames(metadata)
+        scored = chunk_frames(task_dir)
+    except ValueError as error:
+        return [str(error)]
+    problems = []
+    for split in metadata["splits"]:
+        try:
+            rows = split_labels(task_dir, split, metadata)
+        except (OSError, ValueError) as error:
+            problems.append(str(error))
+            continue
+        unrecorded = [] if scored is None else [n for n in rows if (split, n) not in scored]
+        if unrecorded:
+            problems.append(f"{CHUNKS_FILE} has no record of {split}/{unrecorded[0]}")
+        elif not any(rows.values()):
+            problems.append(
+                f"{split}.json holds no SELD label (no active source in any frame); a SELD "
+                "task needs events in every split"
+            )
+    return problems
+
+
 def load_split(
     embed_task_dir: Path,
     split: str,
@@ -467,16 +543,11 @@ def load_split(
         metadata: the task's metadata.
         scored: :func:`chunk_frames`; None scores every file on all its frames.
     """
-    split = check_name(split, "split name", single=True)
+    labels = split_labels(embed_task_dir, split, metadata)
     frames = task_frames(metadata)
     num_classes = len(metadata["classes"])
-    labels = json.loads((embed_task_dir / f"{split}.json").read_text())
-    if not isinstance(labels, dict) or not labels:
-        raise ValueError(f"split {split!r} of {embed_task_dir} holds no files")
-    names = sorted(labels)
     xs, sources, counts, references, scored_frames = [], [], [], [], []
-    for name in names:
-        check_name(name, f"{split}.json: file name")
+    for name, rows in labels.items():
         base = embed_task_dir / split / name
         embedding = np.load(f"{base}.embedding.npy")
         timestamps = np.asarray(json.loads(Path(f"{base}.timestamps.json").read_text()), float)
@@ -486,7 +557,6 @@ def load_split(
                 f"{embedding.shape} and {len(timestamps)}; set embedding_type 'event'"
             )
         xs.append(torch.from_numpy(pool_frames(embedding, timestamps, frames)))
-        rows = label_rows(labels[name], f"{split}.json[{name!r}]", frames, num_classes)
         target, count = targets(rows, frames, num_classes)
         sources.append(target)
         counts.append(count)
@@ -499,7 +569,7 @@ def load_split(
         references.append([r for r in rows if r.frame < true_frames])
         scored_frames.append(true_frames)
     return SeldSplit(
-        names,
+        list(labels),
         torch.cat(xs),
         torch.cat(sources),
         torch.cat(counts),
