@@ -33,3 +33,11 @@ def name_problem(name: object, single: bool = False) -> str | None:
 def escapes(path: Path, folder: Path) -> bool:
     """Whether ``path`` leads out of ``folder`` once symbolic links are followed."""
     return not path.resolve().is_relative_to(folder.resolve())
+
+
+def check_name(name: object, what: str, single: bool = False) -> str:
+    """``name`` if :func:`name_problem` finds none, else ``ValueError`` naming ``what``."""
+    problem = name_problem(name, single)
+    if problem:
+        raise ValueError(f"{what} {name!r} {problem}")
+    return str(name)

@@ -182,3 +182,62 @@ def test_report_prints_symmetric_intervals_as_plus_minus():
     task = {"metric": "mean_doa_error_deg"}
     entry = {"mean": 30.0, "mean_ci95": [25.0, 35.0], "median": 20.0, "median_ci95": [10.0, 22.0]}
     assert format_score(task, entry) == "30.0° ± 5.0 / 20.0° [10.0, 22.0]"
+
+
+def _seld_file(g: np.random.Generator, events: int) -> tuple[list, list]:
+    from natheear_tasks.tasks.dcase import FrameRow
+
+    def rows(count: int, jitter: float) -> list:
+        out = []
+        for _ in range(count):
+            cls, start = int(g.integers(0, 3)), int(g.integers(0, 25))
+            azimuth = float(g.uniform(-150, 150))
+            out += [
+                FrameRow(k, cls, 0, azimuth + float(g.normal(0, jitter)), 0.0)
+                for k in range(start, start + 5)
+            ]
+        return out
+
+    return rows(events, 0.0), rows(events + int(g.integers(0, 2)), 15.0)
+
+
+def test_seld_metrics_of_counted_files_equal_the_metrics_of_the_files_repeated():
+    from natheear_tasks.evaluation.seld_metrics import SeldCounts, count_file, seld_scores
+
+    g = np.random.default_rng(3)
+    files = [_seld_file(g, events) for events in (2, 3, 1, 0, 2)]  # file 3: no reference
+    counts = [count_file(ref, pred, 3, 30) for ref, pred in files]
+    for c in counts:
+        back = SeldCounts.from_vector(c.vector())
+        assert all(np.array_equal(getattr(back, k), getattr(c, k)) for k in vars(c))
+    stats = np.stack([c.vector() for c in counts])
+    draws = np.array([[1, 1, 1, 1, 1], [2, 0, 1, 0, 3], [0, 0, 0, 5, 0]])
+    fields = {
+        "seld_score": "seld",
+        "ER20": "er20",
+        "F20": "f20",
+        "LE_CD": "le_cd",
+        "LR_CD": "lr_cd",
+    }
+    for metric, field in fields.items():
+        scores = intervals.METRICS[metric](stats, draws)
+        for draw, score in zip(draws[:2], scores[:2], strict=True):
+            total = SeldCounts.zeros(3)
+            for c, times in zip(counts, draw, strict=True):
+                for _ in range(times):
+                    total = total + c
+            assert score == pytest.approx(getattr(seld_scores(total), field), rel=1e-12)
+        assert np.isnan(scores[2])  # only the file without a reference event: undefined
+
+
+def test_report_prints_seld_scores_with_their_parts():
+    from natheear_tasks.evaluation.report import format_score, metric_label
+
+    task = {"metric": "seld_score", "higher_is_better": False}
+    entry = {"score": 0.5, "ci95": [0.45, 0.55], "ER20": 0.8, "ER20_ci95": [0.7, 0.9]}
+    entry |= {"F20": 0.25, "F20_ci95": None, "LE_CD": 40.0, "LE_CD_ci95": [30.0, 60.0]}
+    entry |= {"LR_CD": 0.5, "LR_CD_ci95": [0.4, 0.6]}
+    assert format_score(task, entry) == (
+        "0.500 ± 0.050 (0.80 ± 0.10 / 0.25 / 40.0° [30.0, 60.0] / 0.50 ± 0.10)"
+    )
+    assert metric_label(task) == "SELD score ↓ (ER20 ↓ / F20 ↑ / LE_CD ↓ / LR_CD ↑)"

@@ -22,6 +22,8 @@ so the same embeddings give the same scores whatever the process's thread count.
 
 Embeddings are read from heareval's embeddings-runner output (the per-file
 ``<split>/<file>.embedding.npy`` and ``.target-labels.json``), so no pickle is opened.
+Split and file names come from the task's files and become paths only once
+:func:`natheear_tasks.paths.check_name` accepts them.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from natheear_tasks.evaluation import determinism
+from natheear_tasks.paths import check_name
 from natheear_tasks.tasks.taskdir import atomic_write_json
 
 # Scores of a localization task, each a reduction of the per-file DoA errors; the task's
@@ -338,11 +341,19 @@ def fit_and_score(
 
 
 def load_split(embed_task_dir: Path, split: str) -> Split:
-    """Scene embeddings and unit targets of one split from heareval's embeddings output."""
+    """Scene embeddings and unit targets of one split from heareval's embeddings output.
+
+    Raises:
+        ValueError: a split or file name that is not a plain name inside the folder (they
+            come from the task's files), or a split without files.
+    """
+    split = check_name(split, "split name", single=True)
     labels = json.loads((embed_task_dir / f"{split}.json").read_text())
-    names = sorted(labels)
-    if not names:
+    if not isinstance(labels, dict) or not labels:
         raise ValueError(f"split {split!r} of {embed_task_dir} holds no files")
+    names = sorted(labels)
+    for name in names:
+        check_name(name, f"{split}.json: file name")
     x = np.stack([np.load(embed_task_dir / split / f"{n}.embedding.npy") for n in names])
     if x.ndim != 2:
         raise ValueError(
@@ -363,6 +374,8 @@ def score_task(
     """Score one localization task's embeddings and write :data:`SCORES_NAME` beside them
     (the task is named by its folder, as for heareval's probes)."""
     metadata = json.loads((embed_task_dir / "task_metadata.json").read_text())
+    if not isinstance(metadata.get("splits"), list):
+        raise ValueError(f"{embed_task_dir}/task_metadata.json: 'splits' must be a list of names")
     splits = {s: load_split(embed_task_dir, s) for s in metadata["splits"]}
     scores = fit_and_score(splits, metadata, grid, grid_points, seed, embed_task_dir.name, model)
     atomic_write_json(embed_task_dir / SCORES_NAME, scores, indent=2)

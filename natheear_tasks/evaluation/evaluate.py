@@ -6,6 +6,7 @@ Data flow, per model::
     TASKS/<task>  --heareval embeddings runner-->  OUT/runs/<label>/embeddings/<module>/<task>
         classification / event tasks --heareval predictions runner--> test.predicted-scores.json
         localization tasks           --doa_probe (MLP -> direction)-> test.doa-scores.json
+        SELD tasks                   --seld_probe (multi-ACCDOA) ---> test.seld-scores.json
     all models  -->  OUT/summary.json, OUT/summary.md, OUT/scores.png, OUT/doa_errors.png
 
 The heareval runners run as subprocesses through
@@ -43,9 +44,17 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from natheear_tasks.evaluation import determinism, doa_probe, intervals, report, scoring
+from natheear_tasks.evaluation import (
+    determinism,
+    doa_probe,
+    intervals,
+    report,
+    scoring,
+    seld_probe,
+)
 from natheear_tasks.evaluation.heareval_embed import RANDOM
 from natheear_tasks.evaluation.heareval_predict import TEST_OUTPUTS_SUFFIX
+from natheear_tasks.paths import name_problem
 from natheear_tasks.seeding import derive_seed
 from natheear_tasks.tasks import localize
 from natheear_tasks.tasks.taskdir import atomic_write_bytes, atomic_write_json
@@ -65,6 +74,10 @@ class UsageError(ValueError):
 
 class ModelUnavailable(RuntimeError):
     """A model's weights cannot be had here (e.g. a Hub download while offline)."""
+
+
+class ScoreUnavailable(RuntimeError):
+    """A probe's test scores are undefined (a SELD task's test files without any event)."""
 
 
 @dataclass
@@ -91,9 +104,15 @@ class TaskInfo:
         return self.metadata.get("prediction_type") == localize.PREDICTION_TYPE
 
     @property
+    def seld(self) -> bool:
+        return self.metadata.get("prediction_type") == seld_probe.PREDICTION_TYPE
+
+    @property
     def metric(self) -> str:
         if self.localization:
             return doa_probe.primary_metric(self.metadata)
+        if self.seld:
+            return seld_probe.primary_metric(self.metadata)
         return self.metadata["evaluation"][0]
 
     def describe(self) -> dict:
@@ -108,8 +127,8 @@ class TaskInfo:
 
 @dataclass
 class Settings:
-    """Probe settings shared by heareval's predictions runner and the localization probe;
-    ``seed`` also seeds the bootstrap."""
+    """Probe settings shared by heareval's predictions runner, the localization probe and
+    the SELD probe; ``seed`` also seeds the bootstrap."""
 
     grid: str = "default"
     grid_points: int = 8
@@ -163,6 +182,9 @@ def find_tasks(tasks_dir: Path, names: list[str] | None = None) -> list[TaskInfo
         except (OSError, json.JSONDecodeError) as error:
             problems.append(f"{name}: task_metadata.json is unreadable ({error})")
             continue
+        if not isinstance(metadata, dict):
+            problems.append(f"{name}: task_metadata.json must hold a JSON object")
+            continue
         missing = [
             k
             for k in ("embedding_type", "prediction_type", "split_mode", "splits")
@@ -175,6 +197,10 @@ def find_tasks(tasks_dir: Path, names: list[str] | None = None) -> list[TaskInfo
         if missing:
             problems.append(f"{name}: task_metadata.json lacks {missing}")
             continue
+        split_problems = _split_problems(name, metadata["splits"])
+        if split_problems:
+            problems += split_problems
+            continue
         task = TaskInfo(name, path, metadata)
         try:
             metric = task.metric
@@ -183,18 +209,34 @@ def find_tasks(tasks_dir: Path, names: list[str] | None = None) -> list[TaskInfo
             continue
         if task.localization and metadata["embedding_type"] != "scene":
             problems.append(f"{name}: a localization task needs embedding_type 'scene'")
+        elif task.seld and metadata["embedding_type"] != "event":
+            problems.append(f"{name}: a SELD task needs embedding_type 'event'")
         elif metric not in scoring.HIGHER_IS_BETTER:
             problems.append(f"{name}: unknown primary metric {metric!r}")
-        elif task.localization:
-            found_problems = _direction_problems(task)
+        else:
+            found_problems = []
+            if task.localization:
+                found_problems = _direction_problems(task)
+            elif task.seld:
+                found_problems = [f"{name}: {p}" for p in seld_probe.task_problems(path, metadata)]
             problems += found_problems
             if not found_problems:
                 tasks.append(task)
-        else:
-            tasks.append(task)
     if problems:
         raise UsageError("bad task directories:\n  " + "\n  ".join(problems))
     return tasks
+
+
+def _split_problems(task: str, splits: object) -> list[str]:
+    """Split names that cannot become file names inside the task folder (they are read as
+    ``<split>.json`` and ``<rate>/<split>/``): not plain single names, or not a list."""
+    if not isinstance(splits, list) or not splits:
+        return [f"{task}: task_metadata.json 'splits' must be a non-empty list of split names"]
+    return [
+        f"{task}: split name {split!r} {problem}"
+        for split in splits
+        if (problem := name_problem(split, single=True))
+    ]
 
 
 def _direction_problems(task: TaskInfo) -> list[str]:
@@ -497,6 +539,8 @@ def _is_scored(embed_dir: Path | None, task: TaskInfo) -> bool:
         return False
     if task.localization:
         return (embed_dir / doa_probe.SCORES_NAME).is_file()
+    if task.seld:
+        return (embed_dir / seld_probe.SCORES_NAME).is_file()
     outputs = [embed_dir / f"{fold}{TEST_OUTPUTS_SUFFIX}" for fold in _test_folds(task)]
     return all(
         p.is_file() for p in [embed_dir / HEAREVAL_SCORES, embed_dir / HEAREVAL_DONE, *outputs]
@@ -564,6 +608,41 @@ def localization_task_scores(task: TaskInfo, embed_dir: Path) -> intervals.TaskS
     )
 
 
+def seld_task_scores(task: TaskInfo, embed_dir: Path) -> intervals.TaskScores:
+    """A SELD task's result: the SELD score, ER20, F20, LE_CD and LR_CD over all test files,
+    each with per-file statistics (the file's SELD counts, which add up over files).
+
+    Raises:
+        ScoreUnavailable: no reference event in the scored frames of the test files (or of
+            a test fold): the metrics are undefined.
+    """
+    data = json.loads((embed_dir / seld_probe.SCORES_NAME).read_text())
+    undefined = [
+        where
+        for where, scores in {"all test files": data["test"], **data["folds"]}.items()
+        if scores[task.metric] is None
+    ]
+    if undefined:
+        raise ScoreUnavailable(
+            f"{task.name}: no reference event in the scored frames of {undefined}: the SELD "
+            "metrics are undefined there"
+        )
+    folds_of = {name: fold for fold, f in data["folds"].items() for name in f["files"]}
+    names = sorted(data["file_counts"])
+    rows = [seld_probe.counts_from_json(data["file_counts"][n]).vector() for n in names]
+    folds = [folds_of[n] for n in names]
+    values = {m: data["test"][m] for m in seld_probe.METRICS}
+    others = [m for m in seld_probe.METRICS if m != task.metric]
+    return intervals.TaskScores(
+        entry={"score": values[task.metric], **{m: values[m] for m in others}, "std": None},
+        values=values,
+        items={m: intervals.ItemStats(m, names, rows, folds) for m in seld_probe.METRICS},
+        fold_scores={m: [f[m] for f in data["folds"].values()] for m in seld_probe.METRICS},
+        fields={m: m for m in others},
+        unit="files",
+    )
+
+
 def score_entry(
     task: TaskInfo, embed_dir: Path, seed: int
 ) -> tuple[dict, intervals.ItemStats, np.ndarray]:
@@ -573,9 +652,14 @@ def score_entry(
 
     Raises:
         intervals.DecompositionError: the per-item statistics miss the reported score.
+        ScoreUnavailable: the probe's scores are undefined.
     """
-    reader = localization_task_scores if task.localization else heareval_task_scores
-    scores = reader(task, embed_dir)
+    if task.localization:
+        scores = localization_task_scores(task, embed_dir)
+    elif task.seld:
+        scores = seld_task_scores(task, embed_dir)
+    else:
+        scores = heareval_task_scores(task, embed_dir)
     return intervals.with_intervals(scores, task.metric, derive_seed(seed, "bootstrap", task.name))
 
 
@@ -667,7 +751,7 @@ def evaluate_model(
             continue
         try:
             entry, items, resampled = score_entry(task, embed_dir, settings.seed)
-        except intervals.DecompositionError as error:
+        except (intervals.DecompositionError, ScoreUnavailable) as error:
             result.status, result.reason = "failed", f"{task.name}: {error}"
             tqdm.write(f"[{spec.label}] {result.reason}")
             continue
@@ -715,7 +799,7 @@ def _predict(
     missing = sorted(name for name, d in dirs.items() if d is None)
     if missing:
         raise RuntimeError(f"the embeddings runner wrote nothing for {missing}")
-    heareval_dirs = [str(dirs[t.name]) for t in tasks if not t.localization]
+    heareval_dirs = [str(dirs[t.name]) for t in tasks if not (t.localization or t.seld)]
     if heareval_dirs:
         tqdm.write(
             f"[{spec.label}] heareval predictions for {len(heareval_dirs)} task(s) "
@@ -731,6 +815,11 @@ def _predict(
             tqdm.write(f"[{spec.label}] localization probe on {task.name}")
             doa_probe.score_task(
                 dirs[task.name], settings.grid, settings.grid_points, settings.seed, key
+            )
+        elif task.seld:
+            tqdm.write(f"[{spec.label}] SELD probe on {task.name}")
+            seld_probe.score_task(
+                dirs[task.name], task.path, settings.grid, settings.grid_points, settings.seed, key
             )
 
 
@@ -864,7 +953,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "Evaluate HEAR modules on HEAR / Nat-HEAR task directories: embeddings through "
             "heareval's runner, classification and event tasks through heareval's predictions "
             "runner, localization tasks through an MLP direction probe (mean and median DoA "
-            "error in degrees), and s(m) given --references. Writes OUT/summary.json, "
+            "error in degrees), SELD tasks through a multi-ACCDOA frame probe (SELD score, "
+            "ER20, F20, LE_CD, LR_CD), and s(m) given --references. Writes OUT/summary.json, "
             "OUT/summary.md and OUT/*.png. Several models: repeat --model (and --module, "
             "--label, --model-options once or once per model), or pass --models FILE."
         ),

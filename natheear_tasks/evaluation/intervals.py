@@ -25,6 +25,9 @@ event_onset_*_fms           sed_eval's Ntp, Nsys, Nref per file F-measure of the
 segment_1s_er               sed_eval's Nref, S, D, I per file   (S + D + I) / Nref of sums
 mean_doa_error_deg          the clip's DoA error                mean
 median_doa_error_deg        the clip's DoA error                lower median (as torch)
+seld_score, ER20, F20,      the file's SELD counts (per class   the DCASE metric of the
+LE_CD, LR_CD                TP, FP, FN, ...; S, D, I)           sums (NaN without a
+                                                                reference event)
 ==========================  ==================================  ==========================
 
 A new kind of task plugs in by adding its metric to :data:`METRICS` and reading its probe's
@@ -41,6 +44,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from natheear_tasks.evaluation.seld_metrics import SeldCounts, seld_scores
 
 RESAMPLES = 1000
 LEVEL = 0.95
@@ -126,6 +131,22 @@ def error_rate_of_sums(stats: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.asarray(out, dtype=np.float64)
 
 
+def _seld(score: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """A SELD metric (``score``: a :class:`~natheear_tasks.evaluation.seld_metrics.
+    SeldScores` field) of counted per-file :meth:`SeldCounts.vector` rows; NaN for a
+    resample without a reference event, where the metrics are undefined."""
+
+    def metric(stats: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        out = np.full(len(counts), np.nan)
+        for b, row in enumerate(weighted_sums(stats, counts)):
+            total = SeldCounts.from_vector(row)
+            if total.n_ref.sum() > 0:
+                out[b] = getattr(seld_scores(total), score)
+        return out
+
+    return metric
+
+
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "top1_acc": fraction,
     "pitch_acc": fraction,
@@ -139,6 +160,11 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "segment_1s_er": error_rate_of_sums,
     "mean_doa_error_deg": fraction,
     "median_doa_error_deg": lower_median,
+    "seld_score": _seld("seld"),
+    "ER20": _seld("er20"),
+    "F20": _seld("f20"),
+    "LE_CD": _seld("le_cd"),
+    "LR_CD": _seld("lr_cd"),
 }
 # The sed_eval counts each event metric sums over files (``overall`` of its metric class).
 EVENT_COUNTS = {

@@ -6,7 +6,8 @@ Summary layout (written by :mod:`natheear_tasks.evaluation.evaluate`)::
                  "failed", "reason"}],
      "tasks": [{"name", "embedding_type", "prediction_type", "metric", "higher_is_better"}],
      "scores": {label: {task: {"score", "ci95": [low, high], "ci95_method", "items", "std",
-                               "mean"?, "mean_ci95"?, "median"?, "median_ci95"?}}},
+                               "mean"?, "mean_ci95"?, "median"?, "median_ci95"?,
+                               "ER20"?, "ER20_ci95"?, "F20"?, ... "LR_CD_ci95"?}}},
      "s_m": null | {"references", "skipped", "unpaired",
                     "models": {label: {"s_m", "ci95", "resamples", ...}}},
      "settings": {...}, "environment": {...}}
@@ -31,13 +32,28 @@ METRIC_NAMES = {
     "top1_acc": "accuracy",
     "event_onset_200ms_fms": "onset F (200 ms)",
     "segment_1s_er": "segment error rate (1 s)",
+    "seld_score": "SELD score",
 }
+# A SELD task's cell: its SELD score, then these (name, higher is better, digits, unit).
+SELD_PARTS = (
+    ("ER20", False, 2, ""),
+    ("F20", True, 2, ""),
+    ("LE_CD", False, 1, "°"),
+    ("LR_CD", True, 2, ""),
+)
+
+
+def _arrow(higher_is_better: bool) -> str:
+    return "↑" if higher_is_better else "↓"
 
 
 def metric_label(task: dict) -> str:
-    """The metric column of a task: its name and an arrow for the better direction."""
-    arrow = "↑" if task["higher_is_better"] else "↓"
-    return f"{METRIC_NAMES.get(task['metric'], task['metric'])} {arrow}"
+    """The metric column of a task: its name and an arrow for the better direction (a SELD
+    task: the SELD score, then ER20 / F20 / LE_CD / LR_CD, each with its arrow)."""
+    label = f"{METRIC_NAMES.get(task['metric'], task['metric'])} {_arrow(task['higher_is_better'])}"
+    if task["metric"] == "seld_score":
+        label += " (" + " / ".join(f"{n} {_arrow(up)}" for n, up, _, _ in SELD_PARTS) + ")"
+    return label
 
 
 def format_interval(value: float, ci: list[float] | None, digits: int, unit: str = "") -> str:
@@ -53,14 +69,23 @@ def format_interval(value: float, ci: list[float] | None, digits: int, unit: str
 
 
 def format_score(task: dict, entry: dict | None) -> str:
-    """One table cell: ``0.873 ± 0.021``, ``0.973 [0.920, 1.000]`` or, for DoA errors,
-    ``23.4° ± 2.0 / 18.1° [15.2, 22.9]`` (mean / median)."""
+    """One table cell: ``0.873 ± 0.021``, ``0.973 [0.920, 1.000]``; for DoA errors
+    ``23.4° ± 2.0 / 18.1° [15.2, 22.9]`` (mean / median); for SELD tasks ``0.612 ± 0.020
+    (0.81 ± 0.05 / 0.20 ± 0.04 / 45.3° ± 3.1 / 0.52 ± 0.06)`` (SELD score (ER20 / F20 /
+    LE_CD / LR_CD))."""
     if entry is None:
         return "n/a"
     if task["metric"].endswith("doa_error_deg"):
         mean = format_interval(entry["mean"], entry.get("mean_ci95"), 1, "°")
         return f"{mean} / {format_interval(entry['median'], entry.get('median_ci95'), 1, '°')}"
-    return format_interval(entry["score"], entry.get("ci95"), 3)
+    score = format_interval(entry["score"], entry.get("ci95"), 3)
+    if task["metric"] == "seld_score":
+        parts = [
+            format_interval(entry[name], entry.get(f"{name}_ci95"), digits, unit)
+            for name, _, digits, unit in SELD_PARTS
+        ]
+        score += " (" + " / ".join(parts) + ")"
+    return score
 
 
 def _cell(summary: dict, model: dict, task: dict) -> str:
@@ -128,7 +153,7 @@ def markdown_table(summary: dict) -> str:
 
 INTERVAL_NOTES = {
     "bootstrap-clips": "bootstrap over test clips ({resamples} resamples)",
-    "bootstrap-files": "event tasks: bootstrap over test files ({resamples} resamples)",
+    "bootstrap-files": "event and SELD tasks: bootstrap over test files ({resamples} resamples)",
     "t-folds": "k-fold tasks: Student-t over the fold scores",
 }
 
@@ -160,6 +185,13 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _axis_label(task: dict) -> str:
+    """The name of the score a task's bar shows (the primary one)."""
+    if task["metric"] == "seld_score":
+        return f"{METRIC_NAMES['seld_score']} {_arrow(task['higher_is_better'])}"
+    return metric_label(task).replace(", mean / median", ", mean")
+
+
 def plot_scores(summary: dict, path: Path) -> Path:
     """One bar chart per task (a bar per model with a score and its 95 % interval), as a
     PNG."""
@@ -180,7 +212,7 @@ def plot_scores(summary: dict, path: Path) -> Path:
         ax.bar(range(len(labels)), values, yerr=[below, above], color=colors, capsize=3)
         ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
         ax.set_title(task["name"], fontsize=9)
-        ax.set_ylabel(metric_label(task).replace(", mean / median", ", mean"), fontsize=8)
+        ax.set_ylabel(_axis_label(task), fontsize=8)
         for x, value in enumerate(values):
             if math.isnan(value):
                 ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7)

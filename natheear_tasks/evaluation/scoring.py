@@ -3,8 +3,8 @@
 For each task with a reference (a baseline score and a best score on the task's primary
 metric), a model's normalised score is ``(score - baseline) / (best - baseline)`` clipped
 to ``[0, 1]``; s(m) is the mean over those tasks, in percent. The same formula serves
-metrics where lower is better (DoA error, segment error rate): ``best`` is then below
-``baseline`` and a score between them still maps into ``[0, 1]``.
+metrics where lower is better (DoA error, segment error rate, SELD score): ``best`` is
+then below ``baseline`` and a score between them still maps into ``[0, 1]``.
 
 References file (``--references``), JSON::
 
@@ -16,9 +16,9 @@ References file (``--references``), JSON::
 
 or CSV with a header ``task,baseline,best`` and optionally ``metric``. A value is a number
 on the task's primary metric, ``"perfect"`` (the metric's ideal value: 1 for accuracies,
-mAP, AUC and F-measures, 0 for error rates and DoA errors), or the label of a model of the
-same evaluation (its score on that task). ``metric``, when given, must name the task's
-primary metric, so numbers of another metric are never mixed in.
+mAP, AUC and F-measures, 0 for error rates, DoA errors and the SELD score), or the label
+of a model of the same evaluation (its score on that task). ``metric``, when given, must
+name the task's primary metric, so numbers of another metric are never mixed in.
 
 s(m) gets a 95 % interval from the tasks' bootstrap resamples (:func:`s_m_resampled`).
 """
@@ -49,6 +49,7 @@ HIGHER_IS_BETTER = {
     "segment_1s_er": False,
     "mean_doa_error_deg": False,
     "median_doa_error_deg": False,
+    "seld_score": False,
 }
 IDEAL = {
     "top1_acc": 1.0,
@@ -62,6 +63,7 @@ IDEAL = {
     "segment_1s_er": 0.0,
     "mean_doa_error_deg": 0.0,
     "median_doa_error_deg": 0.0,
+    "seld_score": 0.0,
 }
 
 

@@ -105,6 +105,26 @@ class SeldCounts:
         """Paired tracks per class (DE_TP): TP + FP_spatial."""
         return self.tp + self.fp_spatial
 
+    def vector(self) -> np.ndarray:
+        """The counts as one float64 row ``(6 C + 3,)``: ``tp, fp, fp_spatial, fn, n_ref,
+        le_sum`` per class, then ``S, D, I``. Counts add as rows do, so the counts of a
+        bootstrap resample of files are a weighted sum of their rows."""
+        per_class = [self.tp, self.fp, self.fp_spatial, self.fn, self.n_ref, self.le_sum]
+        totals = [self.substitutions, self.deletions, self.insertions]
+        return np.concatenate([np.asarray(a, dtype=np.float64) for a in per_class] + [totals])
+
+    @classmethod
+    def from_vector(cls, row: np.ndarray) -> SeldCounts:
+        """The inverse of :meth:`vector` (integer counts rounded back to integers)."""
+        row = np.asarray(row, dtype=np.float64)
+        num_classes, extra = divmod(len(row) - 3, 6)
+        if extra or num_classes < 1:
+            raise ValueError(f"a counts row has 6 C + 3 values, got {len(row)}")
+        parts = row[: 6 * num_classes].reshape(6, num_classes)
+        tp, fp, fp_spatial, fn, n_ref = np.rint(parts[:5]).astype(np.int64)
+        s, d, i = (int(round(v)) for v in row[-3:])
+        return cls(tp, fp, fp_spatial, fn, n_ref, parts[5].copy(), s, d, i)
+
     def __add__(self, other: SeldCounts) -> SeldCounts:
         if other.num_classes != self.num_classes:
             raise ValueError(f"counts of {self.num_classes} and {other.num_classes} classes")

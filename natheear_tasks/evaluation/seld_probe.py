@@ -38,10 +38,11 @@ and ``<file>.timestamps.json`` (``S`` step centres in ms), and the split json's 
   test files are summed (as DCASE sums over files), per test fold too; per-file counts are
   kept for intervals.
 * **Determinism**: each probe is trained from a seed derived from the base seed, the task,
-  the model, the test fold and the grid point, with one intra-op thread.
+  the model, the test fold and the grid point, with one intra-op thread, as every probe of
+  ``evaluate`` (:mod:`natheear_tasks.evaluation.determinism`).
 
 File and split names read from the task become paths only once
-:func:`natheear_tasks.paths.name_problem` accepts them.
+:func:`natheear_tasks.paths.check_name` accepts them.
 """
 
 from __future__ import annotations
@@ -50,8 +51,7 @@ import copy
 import itertools
 import json
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -59,10 +59,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from natheear_tasks.evaluation import doa_probe
+from natheear_tasks.evaluation import determinism, doa_probe
 from natheear_tasks.evaluation.seld_metrics import SeldCounts, count_file, seld_scores
-from natheear_tasks.paths import name_problem
-from natheear_tasks.seeding import derive_seed
+from natheear_tasks.paths import check_name
 from natheear_tasks.tasks.dcase import FRAME_SECONDS, FrameRow, azimuth_elevation
 from natheear_tasks.tasks.taskdir import atomic_write_json
 
@@ -75,8 +74,7 @@ TRACKS = 3
 ACTIVE_NORM = 0.5
 UNIFY_DEG = 15.0
 FRAME_MS = round(1000 * FRAME_SECONDS)
-SEED = doa_probe.SEED
-PROBE_THREADS = 1
+SEED = determinism.DEFAULT_SEED
 
 
 def assignments(sources: int) -> list[tuple[int, ...]]:
@@ -296,30 +294,6 @@ def _fit(train: SeldSplit, valid: SeldSplit, num_classes: int, conf: dict) -> Fi
     return FitResult(model.eval(), conf, best, best_epoch)
 
 
-def probe_seed(seed: int, task: str, model: str, fold: str, conf: dict) -> int:
-    """The seed of one probe, from the base seed, the task, the model, the test fold and
-    the grid point (classes and functions by name), in ``[0, 2**32)``."""
-    point = json.dumps({k: _json_value(v) for k, v in sorted(conf.items())}, sort_keys=True)
-    return derive_seed(seed, "probe", task, model, fold, point) % (1 << 32)
-
-
-@contextmanager
-def probe_threads() -> Iterator[None]:
-    """Run the block with :data:`PROBE_THREADS` intra-op threads, then restore the count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(PROBE_THREADS)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _json_value(value: object) -> object:
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return getattr(value, "__name__", str(value))
-
-
 def scores_of(counts: SeldCounts) -> dict[str, float]:
     """The task's metrics (:data:`METRICS`) of summed counts."""
     s = seld_scores(counts)
@@ -333,6 +307,30 @@ def counts_json(counts: SeldCounts) -> dict:
         value = getattr(counts, f.name)
         out[f.name] = value.tolist() if isinstance(value, np.ndarray) else value
     return out
+
+
+def counts_from_json(data: dict) -> SeldCounts:
+    """One file's counts from :func:`counts_json`'s JSON."""
+    missing = [f.name for f in fields(SeldCounts) if f.name not in data]
+    if missing:
+        raise ValueError(f"per-file SELD counts lack {missing}")
+    values = {f.name: data[f.name] for f in fields(SeldCounts)}
+    for name, value in values.items():
+        if isinstance(value, list):
+            values[name] = np.asarray(value, dtype=np.float64 if name == "le_sum" else np.int64)
+    return SeldCounts(**values)
+
+
+def primary_metric(metadata: dict) -> str:
+    """A SELD task's primary metric: the SELD score, on which the probe is selected; the
+    task's ``evaluation`` list must start with it."""
+    evaluation = metadata.get("evaluation") or [METRIC]
+    if evaluation[0] != METRIC:
+        raise ValueError(
+            f"a SELD task's first evaluation metric must be {METRIC!r} (the probe is selected "
+            f"on it), got {evaluation[0]!r}"
+        )
+    return METRIC
 
 
 def fit_and_score(
@@ -359,7 +357,7 @@ def fit_and_score(
         return SeldSplit.concat([splits[n] for n in names])
 
     def fit_split(p: dict[str, list[str]], conf: dict) -> FitResult:
-        fold_seed = probe_seed(seed, task, model, "|".join(p["test"]), conf)
+        fold_seed = determinism.probe_seed(seed, task, model, "|".join(p["test"]), conf)
         return fit(gather(p["train"]), gather(p["valid"]), num_classes, conf, fold_seed)
 
     for p in plan:
@@ -371,7 +369,7 @@ def fit_and_score(
             )
     task_grid = metadata.get("evaluation_params", {}).get("task_specific_param_grid")
     confs = doa_probe.grid_confs(grid, grid_points, task_grid, seed)
-    with probe_threads():
+    with determinism.probe_threads():
         results = [fit_split(plan[0], conf) for conf in confs]
         best = min(results, key=lambda r: r.validation_seld)
         fitted = [best] + [fit_split(p, best.conf) for p in plan[1:]]
@@ -391,7 +389,7 @@ def fit_and_score(
         "metric": METRIC,
         "test": {**_scores_or_none(total), "files": len(per_file)},
         "folds": folds,
-        "hparams": {k: _json_value(v) for k, v in best.conf.items()},
+        "hparams": {k: determinism.json_value(v) for k, v in best.conf.items()},
         "grid": grid,
         "grid_points": grid_points,
         "seed": seed,
@@ -404,13 +402,6 @@ def _scores_or_none(counts: SeldCounts) -> dict[str, float | None]:
     if counts.n_ref.sum() == 0:
         return dict.fromkeys(METRICS)
     return scores_of(counts)
-
-
-def _check_name(name: object, what: str, single: bool = False) -> str:
-    problem = name_problem(name, single)
-    if problem:
-        raise ValueError(f"{what} {name!r} {problem}")
-    return str(name)
 
 
 def label_rows(labels: object, file: str, frames: int, num_classes: int) -> list[FrameRow]:
@@ -486,6 +477,58 @@ def chunk_frames(task_dir: Path | None) -> dict[tuple[str, str], int] | None:
     return frames
 
 
+def split_labels(folder: Path, split: str, metadata: dict) -> dict[str, list[FrameRow]]:
+    """The frame rows of every file of one split file, by file name (sorted).
+
+    Args:
+        folder: a task folder or its embeddings folder (both hold ``<split>.json``).
+        split: its name (checked: a plain single name).
+        metadata: the task's metadata.
+    Raises:
+        ValueError: a bad split or file name, a split without files, labels not in the
+            ``natheear-tasks seld`` format.
+    """
+    split = check_name(split, "split name", single=True)
+    frames = task_frames(metadata)
+    num_classes = len(metadata["classes"])
+    labels = json.loads((folder / f"{split}.json").read_text())
+    if not isinstance(labels, dict) or not labels:
+        raise ValueError(f"split {split!r} of {folder} holds no files")
+    rows = {}
+    for name in sorted(labels):
+        check_name(name, f"{split}.json: file name")
+        rows[name] = label_rows(labels[name], f"{split}.json[{name!r}]", frames, num_classes)
+    return rows
+
+
+def task_problems(task_dir: Path, metadata: dict) -> list[str]:
+    """What would stop the probe on a SELD task folder, found before any embedding: its
+    metadata, ``chunks.jsonl``, and per split the first bad name or label, a file without
+    a chunk record, or no label at all (the SELD score of a split without events is
+    undefined, and every split validates or tests in some fold)."""
+    try:
+        task_frames(metadata)
+        scored = chunk_frames(task_dir)
+    except ValueError as error:
+        return [str(error)]
+    problems = []
+    for split in metadata["splits"]:
+        try:
+            rows = split_labels(task_dir, split, metadata)
+        except (OSError, ValueError) as error:
+            problems.append(str(error))
+            continue
+        unrecorded = [] if scored is None else [n for n in rows if (split, n) not in scored]
+        if unrecorded:
+            problems.append(f"{CHUNKS_FILE} has no record of {split}/{unrecorded[0]}")
+        elif not any(rows.values()):
+            problems.append(
+                f"{split}.json holds no SELD label (no active source in any frame); a SELD "
+                "task needs events in every split"
+            )
+    return problems
+
+
 def load_split(
     embed_task_dir: Path,
     split: str,
@@ -500,16 +543,11 @@ def load_split(
         metadata: the task's metadata.
         scored: :func:`chunk_frames`; None scores every file on all its frames.
     """
-    split = _check_name(split, "split name", single=True)
+    labels = split_labels(embed_task_dir, split, metadata)
     frames = task_frames(metadata)
     num_classes = len(metadata["classes"])
-    labels = json.loads((embed_task_dir / f"{split}.json").read_text())
-    if not isinstance(labels, dict) or not labels:
-        raise ValueError(f"split {split!r} of {embed_task_dir} holds no files")
-    names = sorted(labels)
     xs, sources, counts, references, scored_frames = [], [], [], [], []
-    for name in names:
-        _check_name(name, f"{split}.json: file name")
+    for name, rows in labels.items():
         base = embed_task_dir / split / name
         embedding = np.load(f"{base}.embedding.npy")
         timestamps = np.asarray(json.loads(Path(f"{base}.timestamps.json").read_text()), float)
@@ -519,7 +557,6 @@ def load_split(
                 f"{embedding.shape} and {len(timestamps)}; set embedding_type 'event'"
             )
         xs.append(torch.from_numpy(pool_frames(embedding, timestamps, frames)))
-        rows = label_rows(labels[name], f"{split}.json[{name!r}]", frames, num_classes)
         target, count = targets(rows, frames, num_classes)
         sources.append(target)
         counts.append(count)
@@ -532,7 +569,7 @@ def load_split(
         references.append([r for r in rows if r.frame < true_frames])
         scored_frames.append(true_frames)
     return SeldSplit(
-        names,
+        list(labels),
         torch.cat(xs),
         torch.cat(sources),
         torch.cat(counts),
