@@ -1,8 +1,8 @@
 """``natheear-tasks evaluate`` on a SELD task, issue 11's done-when: a simulated dataset
 (``seld-synth``: 3 recordings of 4 s at 16 kHz) converted by ``seld`` (1-s chunks),
 scored with an untrained GRAM-Ambisonics; the SELD metrics, their intervals and s(m) in
-the report, resume (about 20 s on 2 shared cores); the same scores with 1 and 2 threads
-(two more runs, slow)."""
+the report, resume (about 20 s on 2 shared cores; slow: it runs heareval and a ViT-B); the
+same scores with 1 and 2 threads (two more runs)."""
 
 import json
 import os
@@ -37,6 +37,7 @@ def _arguments(root, out) -> list[str]:
     return args + ["--references", str(root / "refs.json")]
 
 
+@pytest.mark.slow
 def test_evaluate_reports_the_seld_metrics_of_an_untrained_gram(root, capsys):
     out = root / "results"
     assert main(_arguments(root, out)) == 0
