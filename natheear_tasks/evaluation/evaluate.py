@@ -54,6 +54,7 @@ from natheear_tasks.evaluation import (
 )
 from natheear_tasks.evaluation.heareval_embed import RANDOM
 from natheear_tasks.evaluation.heareval_predict import TEST_OUTPUTS_SUFFIX
+from natheear_tasks.evaluation.probe_training import fold_name
 from natheear_tasks.paths import name_problem
 from natheear_tasks.seeding import derive_seed
 from natheear_tasks.tasks import localize
@@ -531,7 +532,7 @@ def heareval_score(embed_dir: Path) -> dict:
 
 def _test_folds(task: TaskInfo) -> list[str]:
     """heareval's names of the task's test folds (``["test"]``, or one per k-fold fold)."""
-    return ["|".join(p["test"]) for p in doa_probe.data_splits(task.metadata)]
+    return [fold_name(p) for p in doa_probe.data_splits(task.metadata)]
 
 
 def _is_scored(embed_dir: Path | None, task: TaskInfo) -> bool:

@@ -47,6 +47,7 @@ from pathlib import Path
 
 from natheear_tasks.evaluation import determinism
 from natheear_tasks.evaluation.heareval_embed import read_file_order
+from natheear_tasks.evaluation.probe_training import fold_name
 from natheear_tasks.tasks.taskdir import atomic_write_json
 
 PRIMITIVES = (str, int, float, bool, type(None))
@@ -94,11 +95,6 @@ def fix_test_epoch() -> None:
 
     task_predictions_test.natheear_fixed = True
     tp.task_predictions_test = task_predictions_test
-
-
-def fold_name(data_splits: dict[str, list[str]]) -> str:
-    """heareval's name of a data split's test fold (``"test"``, ``"fold01"``)."""
-    return "|".join(data_splits["test"])
 
 
 def seed_probes(seed: int, model: str) -> None:
