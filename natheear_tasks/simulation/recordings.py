@@ -49,9 +49,7 @@ import argparse
 import json
 import math
 import shutil
-import sys
 import tempfile
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -59,6 +57,7 @@ import numpy as np
 import torch
 
 from natheear_tasks.ambisonics import CHANNEL_ORDERS, ambix_to_fuma
+from natheear_tasks.exits import ALL_OR_NOTHING, run_command
 from natheear_tasks.pool import run_jobs
 from natheear_tasks.seeding import derive_seed, generator
 from natheear_tasks.simulation import rooms
@@ -555,21 +554,12 @@ def main(args: argparse.Namespace) -> int:
         channel_order=args.channel_order,
         seed=args.seed,
     )
-    try:
-        if args.workers < 1:
-            raise SynthError(f"--workers must be at least 1, got {args.workers}")
-        path = write_dataset(args.out, settings, args.workers)
-    except SynthError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; nothing was written", file=sys.stderr)
-        return 1
-    except BrokenProcessPool:
-        print(
-            "error: a worker process died (killed, or out of memory?); nothing was written",
-            file=sys.stderr,
-        )
-        return 1
+    return run_command(lambda: _simulate(args, settings), (SynthError,), ALL_OR_NOTHING)
+
+
+def _simulate(args: argparse.Namespace, settings: Settings) -> int:
+    if args.workers < 1:
+        raise SynthError(f"--workers must be at least 1, got {args.workers}")
+    path = write_dataset(args.out, settings, args.workers)
     print(f"{path}: {settings.files} {settings.layout} recordings of {settings.seconds} s")
     return 0
