@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,6 +47,7 @@ from natheear_tasks.ambisonics import (
     stft_size,
     to_ambix,
 )
+from natheear_tasks.atomic import atomic_folder
 from natheear_tasks.exits import ALL_OR_NOTHING, run_command
 from natheear_tasks.tasks.dcase import FRAME_SECONDS, FrameRow, azimuth_elevation, format_frame_csv
 from natheear_tasks.tasks.seld_dataset import (
@@ -181,9 +180,7 @@ def run_oracle(
     if problems:
         raise TaskError(Path("seld-oracle"), problems)
     dataset = read_dataset(dataset_dir, layout, audio_dir, metadata_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as staging:
         files = {}
         for recording in tqdm(dataset.recordings, desc="seld-oracle", unit="recording"):
             rows, active = predict(recording, channel_order, margin_db, percentile)
@@ -212,10 +209,6 @@ def run_oracle(
         }
         text = json.dumps(record, indent=1) + "\n"
         atomic_write_bytes(staging / "oracle.json", text.encode())
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return record
 
 
