@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from natheear_tasks.evaluation import seld_probe
+from natheear_tasks.evaluation import determinism, seld_probe
 from natheear_tasks.evaluation.seld_probe import (
     SeldSplit,
     adpit_loss,
@@ -213,14 +213,10 @@ def test_the_probe_is_deterministic_whatever_the_thread_count():
             }
         },
     }
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
+    with determinism.intra_op_threads(2):
         first = seld_probe.fit_and_score(splits, metadata, "default", 1, model="m")
-        torch.set_num_threads(1)
+    with determinism.intra_op_threads(1):
         second = seld_probe.fit_and_score(splits, metadata, "default", 1, model="m")
-    finally:
-        torch.set_num_threads(before)
     assert first == second
     other = seld_probe.fit_and_score(splits, metadata, "default", 1, model="another")
     assert other["file_counts"] != first["file_counts"]
