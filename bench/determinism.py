@@ -43,12 +43,8 @@ PARTS = ("embeddings", "probe", "step", "pretrain")
 
 
 def with_threads(count: int, function):
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
+    with determinism.intra_op_threads(count):
         return function()
-    finally:
-        torch.set_num_threads(before)
 
 
 def same(function) -> bool:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from hear_gram.atomic import temp_file
+from hear_gram.atomic import temp_dir, temp_file
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
@@ -37,3 +39,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_json(path: Path, data, indent: int | None = None) -> None:
     """``data`` as JSON (sorted keys, a final newline), written atomically."""
     atomic_write_bytes(path, (json.dumps(data, indent=indent, sort_keys=True) + "\n").encode())
+
+
+@contextmanager
+def atomic_folder(path: Path) -> Iterator[Path]:
+    """Create the folder ``path`` complete or not at all: the block fills the temporary
+    folder it is given (hidden, beside ``path``), which is renamed to ``path`` when the
+    block ends and removed if it raises."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = temp_dir(path.parent, f".{path.name}.")
+    try:
+        yield staging
+        staging.rename(path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -25,13 +25,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from natheear_tasks.baselines import seld_oracle
 from natheear_tasks.demo import job as demo
 from natheear_tasks.demo import synth
 from natheear_tasks.evaluation import evaluate, seld_score
+from natheear_tasks.exits import RESUMABLE, run_command
 from natheear_tasks.simulation import recordings
 from natheear_tasks.simulation.hrtf import KEMAR, SPHERICAL_HEAD, HrtfError, load_hrtf
 from natheear_tasks.simulation.noise import NoiseError
@@ -210,27 +210,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if hasattr(args, "handler"):
         return args.handler(args)
-    try:
-        if args.command == "convert":
-            return _convert(args, localization=False)
-        if args.command == "localize":
-            return _convert(args, localization=True)
-        if args.command == "rirs":
-            return _rirs(args)
-        return _preview(args)
-    except INPUT_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 1
-    except BrokenProcessPool:
-        print(
-            "error: a worker process died (killed, or out of memory?); rerun the same command "
-            "to resume, with fewer --workers if memory is short",
-            file=sys.stderr,
-        )
-        return 1
+    commands = {
+        "convert": lambda: _convert(args, localization=False),
+        "localize": lambda: _convert(args, localization=True),
+        "rirs": lambda: _rirs(args),
+        "preview": lambda: _preview(args),
+    }
+    return run_command(commands[args.command], INPUT_ERRORS, RESUMABLE)
 
 
 if __name__ == "__main__":

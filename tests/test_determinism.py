@@ -16,12 +16,8 @@ TINY = {"in_chans": 2, "patch_size": (16, 8), "embed_dim": 32, "depth": 1, "num_
 
 
 def _with_threads(count: int, function):
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
+    with determinism.intra_op_threads(count):
         return function()
-    finally:
-        torch.set_num_threads(before)
 
 
 def test_normalize_of_one_partial_chunk_is_thread_count_independent():
@@ -78,8 +74,10 @@ def test_model_key_ignores_label_and_path_but_not_weights_or_options():
 
 @pytest.mark.parametrize("count", [1, 3])
 def test_probe_threads_pins_and_restores(count):
-    _with_threads(count, lambda: None)
     before = torch.get_num_threads()
-    with determinism.probe_threads():
-        assert torch.get_num_threads() == determinism.PROBE_THREADS
+    with determinism.intra_op_threads(count):
+        assert torch.get_num_threads() == count
+        with determinism.probe_threads():
+            assert torch.get_num_threads() == determinism.PROBE_THREADS
+        assert torch.get_num_threads() == count
     assert torch.get_num_threads() == before

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hear_gram import features as feat
-from natheear_tasks.evaluation import doa_probe
+from natheear_tasks.evaluation import determinism, doa_probe
 from natheear_tasks.evaluation.doa_probe import Split, doa_error_deg
 
 
@@ -102,13 +102,9 @@ def test_probe_scores_are_thread_count_independent(monkeypatch):
     splits["test"] = _foa_split("c", 60, 2)
     metadata = {"split_mode": "trainvaltest", "evaluation": ["mean_doa_error_deg"]}
     scores = []
-    before = torch.get_num_threads()
     for count in (1, 2):
-        torch.set_num_threads(count)
-        try:
+        with determinism.intra_op_threads(count):
             scores.append(doa_probe.fit_and_score(splits, metadata, "test", 1, task="t"))
-        finally:
-            torch.set_num_threads(before)
     assert scores[0]["errors_deg"] == scores[1]["errors_deg"]
     assert scores[0]["folds"]["test"]["files"] == splits["test"].names
     other_model = doa_probe.fit_and_score(splits, metadata, "test", 1, task="t", model="m")

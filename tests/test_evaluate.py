@@ -4,12 +4,11 @@ log-mel baseline and a Hub model that cannot be downloaded offline; the same sco
 and 2 threads; the sample-rate pre-flight."""
 
 import json
-import os
-import subprocess
 import sys
 import types
 
 import pytest
+from evaluate_helpers import summaries_with_1_and_2_threads
 from natheear_helpers import write_task
 
 from hear_gram.checkpoint import save_checkpoint
@@ -224,20 +223,14 @@ def test_evaluate_gives_the_same_scores_with_1_and_2_threads(tmp_path):
     references = {"best": "perfect", "tasks": {"tones": {"baseline": 0.5}}}
     references["tasks"]["tones-localization-binaural"] = {"baseline": 90.0}
     (tmp_path / "refs.json").write_text(json.dumps(references))
-    summaries = []
-    for count in ("1", "2"):
-        out = tmp_path / f"results-{count}"
-        command = [sys.executable, "-m", "natheear_tasks", "evaluate", "--label", "tiny"]
-        command += ["--tasks-dir", str(tmp_path / "tasks"), "--out", str(out)]
-        command += ["--grid", "faster", "--grid-points", "2", "--model-options", OPTIONS]
-        command += ["--references", str(tmp_path / "refs.json"), "--model", str(tmp_path / "tiny")]
-        env = {**os.environ, "OMP_NUM_THREADS": count, "MKL_NUM_THREADS": count}
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        summaries.append(json.loads((out / "summary.json").read_text()))
-    one, two = summaries
-    assert one["environment"]["threads"]["embedding"] == 1
-    assert two["environment"]["threads"]["embedding"] == 2
+
+    def arguments(out) -> list[str]:
+        args = ["evaluate", "--label", "tiny", "--tasks-dir", str(tmp_path / "tasks")]
+        args += ["--out", str(out), "--grid", "faster", "--grid-points", "2"]
+        args += ["--model-options", OPTIONS, "--references", str(tmp_path / "refs.json")]
+        return args + ["--model", str(tmp_path / "tiny")]
+
+    one, two = summaries_with_1_and_2_threads(arguments, tmp_path)
     assert one["scores"] == two["scores"]
     assert one["s_m"] == two["s_m"] and one["s_m"]["models"]["tiny"]["ci95"] is not None
     assert one["scores"]["tiny"]["tones-localization-binaural"]["items"] == 16

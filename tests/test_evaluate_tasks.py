@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from evaluate_helpers import seld_label
 
 from natheear_tasks.evaluation import doa_probe, evaluate
 from natheear_tasks.evaluation.evaluate import UsageError, find_tasks
@@ -69,21 +70,6 @@ def test_doa_probe_reads_nothing_outside_the_embeddings(tmp_path, split, file):
         doa_probe.load_split(embed, split)
 
 
-def _frame(frame: int, cls: int = 0) -> dict:
-    """One SELD label entry (``natheear-tasks seld``'s format), straight ahead."""
-    return {
-        "label": "ab"[cls],
-        "start": 100 * frame,
-        "end": 100 * (frame + 1),
-        "frame": frame,
-        "class": cls,
-        "source": 0,
-        "azimuth": 0.0,
-        "elevation": 0.0,
-        "direction": [1.0, 0.0, 0.0],
-    }
-
-
 def _seld_task(root, **changes) -> dict:
     """A SELD task folder without audio (find_tasks reads no audio): 2-s files, classes
     a and b, a frame of each split labelled; ``changes`` update the metadata."""
@@ -103,7 +89,7 @@ def _seld_task(root, **changes) -> dict:
     }
     (task / "task_metadata.json").write_text(json.dumps(metadata))
     labels = {
-        split: {f"{split}-0.wav": [_frame(3)], f"{split}-1.wav": []}
+        split: {f"{split}-0.wav": [seld_label(3)], f"{split}-1.wav": []}
         for split in ("train", "valid", "test")
     }
     for split, files in labels.items():
@@ -136,7 +122,7 @@ def test_find_tasks_refuses_bad_seld_metadata(tmp_path, change, problem):
 def test_find_tasks_lists_the_problems_of_seld_labels(tmp_path):
     labels = _seld_task(tmp_path)
     task = tmp_path / "tasks" / "toy-seld"
-    labels["train"]["train-0.wav"].append(_frame(20))  # 2-s files have frames 0-19
+    labels["train"]["train-0.wav"].append(seld_label(20))  # 2-s files have frames 0-19
     labels["valid"]["../valid-0.wav"] = labels["valid"].pop("valid-0.wav")
     labels["test"]["test-0.wav"] = []
     for split, files in labels.items():

@@ -1,5 +1,6 @@
-"""Checkpoints, cached targets and toy data sets are created with the umask's permissions
-(readable by others under the usual 022), not tempfile's private 0700/0600."""
+"""Checkpoints, cached targets, toy data sets, simulated SELD datasets and the SELD oracle's
+output are created with the umask's permissions (readable by others under the usual 022),
+not tempfile's private 0700/0600."""
 
 import os
 import stat
@@ -11,6 +12,9 @@ from torch import nn
 from hear_gram.cat import CatEncoder
 from hear_gram.checkpoint import save_checkpoint
 from hear_gram.gram import GramEncoder
+from natheear_tasks.baselines.seld_oracle import run_oracle
+from natheear_tasks.simulation.recordings import Settings
+from natheear_tasks.simulation.recordings import write_dataset as write_dataset_seld
 from training import checkpointing
 from training.rr_targets import HearTargets
 from training.synthetic import write_dataset
@@ -74,3 +78,12 @@ def test_cached_regularization_targets(tmp_path, umask):
 def test_toy_data_set(tmp_path, umask):
     data = write_dataset(tmp_path / "data", clips=2, shards=1, seconds=1.0, noise=1, scenes=1)
     assert_umask_modes(data, umask)
+
+
+def test_simulated_seld_dataset_and_oracle_output(tmp_path, umask):
+    # Both were built in a tempfile.mkdtemp folder (0700) and renamed into place.
+    settings = Settings("frames", files=1, seconds=4.0, sample_rate=8000, seed=1)
+    dataset = write_dataset_seld(tmp_path / "seld", settings)
+    assert_umask_modes(dataset, umask)
+    run_oracle(dataset, tmp_path / "oracle", "frames")
+    assert_umask_modes(tmp_path / "oracle", umask)

@@ -224,3 +224,21 @@ def test_probe_seeds_do_not_depend_on_what_ran_before(monkeypatch):
     # The grid points are still chosen after seeding with the base seed, as heareval does.
     tp.seed_everything(42, workers=False)
     assert random.random() == random.Random(7).random()
+
+
+def test_run_click_returns_the_runners_exit_code(capsys):
+    import click
+
+    @click.command()
+    @click.argument("code", type=int)
+    def command(code: int) -> None:
+        if code == 9:
+            raise SystemExit("a message, not a number")
+        if code:
+            raise click.exceptions.Exit(code)
+
+    assert heareval_embed.run_click(command, ["0"], "prog") == 0
+    assert heareval_embed.run_click(command, ["3"], "prog") == 3
+    assert heareval_embed.run_click(command, ["9"], "prog") == 1
+    assert heareval_embed.run_click(command, ["x"], "prog") == 2  # click's usage error
+    assert "Usage: prog [OPTIONS] CODE" in capsys.readouterr().err

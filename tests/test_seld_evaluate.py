@@ -5,11 +5,9 @@ the report, resume (about 20 s on 2 shared cores; slow: it runs heareval and a V
 same scores with 1 and 2 threads (two more runs)."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from evaluate_helpers import summaries_with_1_and_2_threads
 
 from natheear_tasks.cli import main
 
@@ -86,16 +84,6 @@ def test_evaluate_reports_the_seld_metrics_of_an_untrained_gram(root, capsys):
 
 @pytest.mark.slow
 def test_seld_scores_are_the_same_with_1_and_2_threads(root):
-    summaries = []
-    for count in ("1", "2"):
-        out = root / f"results-{count}"
-        command = [sys.executable, "-m", "natheear_tasks", *_arguments(root, out)]
-        env = {**os.environ, "OMP_NUM_THREADS": count, "MKL_NUM_THREADS": count}
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        summaries.append(json.loads((out / "summary.json").read_text()))
-    one, two = summaries
-    assert one["environment"]["threads"]["embedding"] == 1
-    assert two["environment"]["threads"]["embedding"] == 2
+    one, two = summaries_with_1_and_2_threads(lambda out: _arguments(root, out), root)
     assert one["scores"] == two["scores"] and one["s_m"] == two["s_m"]
     assert one["scores"]["random"]["toy-seld"]["LE_CD_ci95"] is not None

@@ -8,8 +8,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from evaluate_helpers import seld_label
 
-from natheear_tasks.evaluation import seld_probe
+from natheear_tasks.evaluation import determinism, seld_probe
 from natheear_tasks.evaluation.seld_probe import (
     SeldSplit,
     adpit_loss,
@@ -213,14 +214,10 @@ def test_the_probe_is_deterministic_whatever_the_thread_count():
             }
         },
     }
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
+    with determinism.intra_op_threads(2):
         first = seld_probe.fit_and_score(splits, metadata, "default", 1, model="m")
-        torch.set_num_threads(1)
+    with determinism.intra_op_threads(1):
         second = seld_probe.fit_and_score(splits, metadata, "default", 1, model="m")
-    finally:
-        torch.set_num_threads(before)
     assert first == second
     other = seld_probe.fit_and_score(splits, metadata, "default", 1, model="another")
     assert other["file_counts"] != first["file_counts"]
@@ -240,20 +237,6 @@ def _write_embeddings(root, metadata, files):
             (root / split / f"{name}.timestamps.json").write_text(json.dumps(steps.tolist()))
 
 
-def _label(frame: int, cls: int, azimuth: float) -> dict:
-    return {
-        "label": "ab"[cls],
-        "start": 100 * frame,
-        "end": 100 * (frame + 1),
-        "frame": frame,
-        "class": cls,
-        "source": 0,
-        "azimuth": azimuth,
-        "elevation": 0.0,
-        "direction": [round(float(v), 6) for v in direction_xyz(azimuth, 0.0)],
-    }
-
-
 def test_score_task_reads_heareval_output_and_scores_only_true_frames(tmp_path):
     metadata = {
         **METADATA,
@@ -268,10 +251,12 @@ def test_score_task_reads_heareval_output_and_scores_only_true_frames(tmp_path):
         },
     }
     labels = {
-        split: {f"{split}{i}.wav": [_label(k, i % 2, 40.0) for k in range(2, 9)] for i in range(3)}
+        split: {
+            f"{split}{i}.wav": [seld_label(k, i % 2, 40.0) for k in range(2, 9)] for i in range(3)
+        }
         for split in ("train", "valid", "test")
     }
-    labels["test"]["test2.wav"].append(_label(15, 0, -90.0))  # in the padding: not scored
+    labels["test"]["test2.wav"].append(seld_label(15, 0, -90.0))  # in the padding: not scored
     embed = tmp_path / "embeddings" / "toy-seld"
     _write_embeddings(embed, metadata, labels)
     task = tmp_path / "toy-seld"
@@ -300,7 +285,7 @@ def test_score_task_reads_heareval_output_and_scores_only_true_frames(tmp_path):
 )
 def test_names_from_the_task_cannot_lead_outside_it(tmp_path, where, name):
     metadata = {**METADATA, "prediction_type": "seld", "sample_duration": 2.0}
-    labels = {"a.wav": [_label(1, 0, 0.0)]}
+    labels = {"a.wav": [seld_label(1, 0, 0.0)]}
     if where == "file":
         labels[name] = []
     embed = tmp_path / "deep" / "er" / "embed"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import shutil
 import sys
 from pathlib import Path
 
@@ -25,8 +24,8 @@ import numpy as np
 import soundfile as sf
 from webdataset import TarWriter
 
-from hear_gram.atomic import temp_dir
 from hear_gram.features import AUDIO_CHANNELS, SAMPLE_RATE
+from natheear_tasks.atomic import atomic_folder
 from natheear_tasks.simulation.rirbank import RirBankWriter
 
 RATES = (16000, 32000, 44100, 48000)
@@ -141,17 +140,11 @@ def write_dataset(
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists; remove it or choose another folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_dir(out.parent, f".{out.name}.")
-    try:
+    with atomic_folder(out) as tmp:
         rng = np.random.default_rng(seed)
         write_shards(tmp / "shards", clips, shards, seconds, rng)
         write_noise(tmp / "noise", noise, seconds, rng)
         write_rir_bank(tmp / "rirs", scenes, kind, rng)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -31,9 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,6 +47,8 @@ from natheear_tasks.ambisonics import (
     stft_size,
     to_ambix,
 )
+from natheear_tasks.atomic import atomic_folder
+from natheear_tasks.exits import ALL_OR_NOTHING, run_command
 from natheear_tasks.tasks.dcase import FRAME_SECONDS, FrameRow, azimuth_elevation, format_frame_csv
 from natheear_tasks.tasks.seld_dataset import (
     DEFAULT_AUDIO_DIR,
@@ -181,9 +180,7 @@ def run_oracle(
     if problems:
         raise TaskError(Path("seld-oracle"), problems)
     dataset = read_dataset(dataset_dir, layout, audio_dir, metadata_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as staging:
         files = {}
         for recording in tqdm(dataset.recordings, desc="seld-oracle", unit="recording"):
             rows, active = predict(recording, channel_order, margin_db, percentile)
@@ -212,10 +209,6 @@ def run_oracle(
         }
         text = json.dumps(record, indent=1) + "\n"
         atomic_write_bytes(staging / "oracle.json", text.encode())
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return record
 
 
@@ -258,23 +251,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Run ``seld-oracle``: exit 0 done, 2 bad input (every problem listed), 1 interrupted."""
-    try:
-        record = run_oracle(
-            args.dataset,
-            args.out,
-            args.layout,
-            args.channel_order,
-            args.margin_db,
-            args.floor_percentile,
-            args.audio_dir,
-            args.metadata_dir,
-        )
-    except TaskError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; nothing was written", file=sys.stderr)
-        return 1
+    return run_command(lambda: _oracle(args), (TaskError,), ALL_OR_NOTHING)
+
+
+def _oracle(args: argparse.Namespace) -> int:
+    record = run_oracle(
+        args.dataset,
+        args.out,
+        args.layout,
+        args.channel_order,
+        args.margin_db,
+        args.floor_percentile,
+        args.audio_dir,
+        args.metadata_dir,
+    )
     out = Path(args.out)
     print(
         f"{out}: oracle rows of {len(record['files'])} recording(s); score them with\n"

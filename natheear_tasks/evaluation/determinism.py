@@ -26,7 +26,7 @@ import json
 import os
 import platform
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from natheear_tasks.seeding import derive_seed
@@ -71,16 +71,21 @@ def model_key(module: str, weights_sha256: str | None, model: str | None, option
 
 
 @contextmanager
-def probe_threads() -> Iterator[None]:
-    """Run the block with :data:`PROBE_THREADS` intra-op threads, then restore the count."""
+def intra_op_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` intra-op threads, then restore the count."""
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(PROBE_THREADS)
+    torch.set_num_threads(count)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def probe_threads() -> AbstractContextManager[None]:
+    """Run the block with :data:`PROBE_THREADS` intra-op threads, then restore the count."""
+    return intra_op_threads(PROBE_THREADS)
 
 
 def cpu_model() -> str:

@@ -28,12 +28,10 @@ Split and file names come from the task's files and become paths only once
 
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 import math
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +39,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from natheear_tasks.evaluation import determinism
+from natheear_tasks.evaluation import determinism, probe_training
+from natheear_tasks.evaluation.probe_training import FitResult, fold_name, predict
 from natheear_tasks.paths import check_name
 from natheear_tasks.tasks.taskdir import atomic_write_json
 
@@ -172,59 +171,24 @@ class DoaProbe(nn.Module):
         return torch.tanh(self.projection(self.hidden(x)))
 
 
-@dataclass
-class FitResult:
-    """A trained probe and its validation record."""
-
-    model: DoaProbe
-    conf: dict
-    validation_deg: float
-    epoch: int
-
-
-def _predict(model: DoaProbe, x: Tensor, batch_size: int) -> Tensor:
-    model.eval()
-    with torch.no_grad():
-        return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-
-
 def fit(
     train: Split, valid: Split, conf: dict, metric: str = "mean_doa_error_deg", seed: int = SEED
 ) -> FitResult:
-    """Train one probe with early stopping on the validation ``metric`` (seeded)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return _fit(train, valid, conf, METRICS[metric])
+    """Train one probe with early stopping on the validation ``metric`` (seeded; the loop of
+    :func:`natheear_tasks.evaluation.probe_training.fit`)."""
+    reduce = METRICS[metric]
 
+    def validation(model: nn.Module) -> float:
+        return reduce(doa_error_deg(predict(model, valid.x, conf["batch_size"]), valid.y))
 
-def _fit(train: Split, valid: Split, conf: dict, reduce: Callable[[Tensor], float]) -> FitResult:
-    model = DoaProbe(train.x.shape[1], conf)
-    optimizer = conf["optim"](model.parameters(), lr=conf["lr"])
-    batch, every = conf["batch_size"], conf["check_val_every_n_epoch"]
-    best, best_state, best_epoch, checks_without_gain = math.inf, None, -1, 0
-    for epoch in range(conf["max_epochs"]):
-        model.train()
-        order = torch.randperm(len(train.x))
-        for start in range(0, len(order), batch):
-            index = order[start : start + batch]
-            if len(index) < 2:
-                continue  # BatchNorm cannot train on a batch of one
-            loss = nn.functional.mse_loss(model(train.x[index]), train.y[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        if (epoch + 1) % every and epoch + 1 != conf["max_epochs"]:
-            continue
-        error = reduce(doa_error_deg(_predict(model, valid.x, batch), valid.y))
-        if error < best:
-            best, best_epoch, checks_without_gain = error, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            checks_without_gain += 1
-            if checks_without_gain >= conf["patience"]:
-                break
-    model.load_state_dict(best_state)
-    return FitResult(model.eval(), conf, best, best_epoch)
+    return probe_training.fit(
+        lambda: DoaProbe(train.x.shape[1], conf),
+        train.x,
+        lambda output, index: nn.functional.mse_loss(output, train.y[index]),
+        validation,
+        conf,
+        seed,
+    )
 
 
 def primary_metric(metadata: dict) -> str:
@@ -305,23 +269,21 @@ def fit_and_score(
     def gather(names: list[str]) -> Split:
         return Split.concat([splits[n] for n in names])
 
-    def fit_split(p: dict[str, list[str]], conf: dict) -> FitResult:
-        fold_seed = determinism.probe_seed(seed, task, model, "|".join(p["test"]), conf)
-        return fit(gather(p["train"]), gather(p["valid"]), conf, metric, fold_seed)
+    def fit_split(p: dict[str, list[str]], conf: dict, probe_seed: int) -> FitResult:
+        return fit(gather(p["train"]), gather(p["valid"]), conf, metric, probe_seed)
 
     task_grid = metadata.get("evaluation_params", {}).get("task_specific_param_grid")
     confs = grid_confs(grid, grid_points, task_grid, seed)
     with determinism.probe_threads():
-        results = [fit_split(plan[0], conf) for conf in confs]
-        best = min(results, key=lambda r: r.validation_deg)
-        fitted = [best] + [fit_split(p, best.conf) for p in plan[1:]]
+        fitted = probe_training.search(plan, confs, fit_split, seed, task, model)
+        best = fitted[0]
         folds, errors = {}, {}
         for p, result in zip(plan, fitted, strict=True):
             test = gather(p["test"])
-            error = doa_error_deg(_predict(result.model, test.x, best.conf["batch_size"]), test.y)
-            folds["|".join(p["test"])] = {
+            error = doa_error_deg(predict(result.model, test.x, best.conf["batch_size"]), test.y)
+            folds[fold_name(p)] = {
                 **{name: reduce(error) for name, reduce in METRICS.items()},
-                f"validation_{metric}": result.validation_deg,
+                f"validation_{metric}": result.validation,
                 "epoch": result.epoch,
                 "files": test.names,
             }

@@ -54,6 +54,8 @@ from natheear_tasks.evaluation import (
 )
 from natheear_tasks.evaluation.heareval_embed import RANDOM
 from natheear_tasks.evaluation.heareval_predict import TEST_OUTPUTS_SUFFIX
+from natheear_tasks.evaluation.probe_training import fold_name
+from natheear_tasks.exits import run_command
 from natheear_tasks.paths import name_problem
 from natheear_tasks.seeding import derive_seed
 from natheear_tasks.tasks import localize
@@ -531,7 +533,7 @@ def heareval_score(embed_dir: Path) -> dict:
 
 def _test_folds(task: TaskInfo) -> list[str]:
     """heareval's names of the task's test folds (``["test"]``, or one per k-fold fold)."""
-    return ["|".join(p["test"]) for p in doa_probe.data_splits(task.metadata)]
+    return [fold_name(p) for p in doa_probe.data_splits(task.metadata)]
 
 
 def _is_scored(embed_dir: Path | None, task: TaskInfo) -> bool:
@@ -995,20 +997,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Run ``evaluate``; prints the results table. Exit 0 ok, 1 a model failed, 2 bad input."""
-    try:
-        if args.grid_points < 1:
-            raise UsageError("--grid-points must be at least 1")
-        specs = specs_from_args(args)
-        tasks = find_tasks(Path(args.tasks_dir), args.task)
-        references = scoring.load_references(args.references) if args.references else None
-        if references is not None:
-            check_references(references, specs, tasks)
-        settings = Settings(args.grid, args.grid_points, args.seed)
-        out = Path(args.out)
-        summary, results = evaluate(specs, tasks, out, settings, references, args.force)
-    except (UsageError, scoring.ReferenceError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_command(lambda: _run(args), (UsageError, scoring.ReferenceError), stopped=None)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.grid_points < 1:
+        raise UsageError("--grid-points must be at least 1")
+    specs = specs_from_args(args)
+    tasks = find_tasks(Path(args.tasks_dir), args.task)
+    references = scoring.load_references(args.references) if args.references else None
+    if references is not None:
+        check_references(references, specs, tasks)
+    settings = Settings(args.grid, args.grid_points, args.seed)
+    out = Path(args.out)
+    summary, results = evaluate(specs, tasks, out, settings, references, args.force)
     print(report.markdown_table(summary))
     print(f"results: {out / 'summary.md'}, {out / 'summary.json'}, {out}/*.png")
     return exit_code(results)

@@ -130,15 +130,21 @@ def read_file_order(embed_task_dir: Path, split: str) -> list[str]:
     return json.loads(path.read_text())
 
 
+def run_click(command: click.Command, args: list[str] | None, prog_name: str) -> int:
+    """Run a click command (one of heareval's runners) and return its exit code: click
+    ends with ``SystemExit``, whose code is kept when it is a number and is 1 otherwise."""
+    try:
+        command(args=args, prog_name=prog_name)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     runner = import_runner().runner
     accept_random_model(runner)
     record_file_order()
-    try:
-        runner.main(args=argv, prog_name="python -m natheear_tasks.evaluation.heareval_embed")
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 1
-    return 0
+    return run_click(runner, argv, "python -m natheear_tasks.evaluation.heareval_embed")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from natheear_tasks.evaluation import determinism
-from natheear_tasks.evaluation.heareval_embed import read_file_order
+from natheear_tasks.evaluation.heareval_embed import read_file_order, run_click
+from natheear_tasks.evaluation.probe_training import fold_name
 from natheear_tasks.tasks.taskdir import atomic_write_json
 
 PRIMITIVES = (str, int, float, bool, type(None))
@@ -94,11 +95,6 @@ def fix_test_epoch() -> None:
 
     task_predictions_test.natheear_fixed = True
     tp.task_predictions_test = task_predictions_test
-
-
-def fold_name(data_splits: dict[str, list[str]]) -> str:
-    """heareval's name of a data split's test fold (``"test"``, ``"fold01"``)."""
-    return "|".join(data_splits["test"])
 
 
 def seed_probes(seed: int, model: str) -> None:
@@ -206,11 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(determinism.PROBE_THREADS)
     from heareval.predictions.runner import runner
 
-    try:
-        runner.main(args=rest, prog_name="python -m natheear_tasks.evaluation.heareval_predict")
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 1
-    return 0
+    return run_click(runner, rest, "python -m natheear_tasks.evaluation.heareval_predict")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ and ``<file>.timestamps.json`` (``S`` step centres in ms), and the split json's 
   (:func:`doa_probe.data_splits`); each grid point is trained on the first split with
   early stopping and model selection on the validation split's SELD score (checked every
   ``check_val_every_n_epoch`` epochs, ``patience`` checks without a lower score stop it,
-  the best weights are kept); the chosen point is retrained on the other splits.
+  the best weights are kept; :mod:`natheear_tasks.evaluation.probe_training`, the
+  localization probe's loop); the chosen point is retrained on the other splits.
 * **Scores**: :mod:`natheear_tasks.evaluation.seld_metrics` over every test file, each
   scored on its own frames: a chunk's true length from the task's ``chunks.jsonl``
   (``audio_seconds``; the last chunk of a recording is padded), or ``sample_duration``
@@ -47,7 +48,6 @@ File and split names read from the task become paths only once
 
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 import math
@@ -59,7 +59,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from natheear_tasks.evaluation import determinism, doa_probe
+from natheear_tasks.evaluation import determinism, doa_probe, probe_training
+from natheear_tasks.evaluation.probe_training import FitResult, fold_name, predict
 from natheear_tasks.evaluation.seld_metrics import SeldCounts, count_file, seld_scores
 from natheear_tasks.paths import check_name
 from natheear_tasks.tasks.dcase import FRAME_SECONDS, FrameRow, azimuth_elevation
@@ -224,25 +225,9 @@ class SeldProbe(nn.Module):
         return out.view(len(x), TRACKS, self.num_classes, 3)
 
 
-@dataclass
-class FitResult:
-    """A trained probe and its validation record."""
-
-    model: SeldProbe
-    conf: dict
-    validation_seld: float
-    epoch: int
-
-
-def _predict(model: SeldProbe, x: Tensor, batch_size: int) -> Tensor:
-    model.eval()
-    with torch.no_grad():
-        return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-
-
 def file_counts(model: SeldProbe, split: SeldSplit, batch_size: int) -> list[SeldCounts]:
     """The SELD counts of every file of ``split``, each on its scored frames."""
-    output = _predict(model, split.x, batch_size)
+    output = predict(model, split.x, batch_size)
     counts = []
     for i, reference in enumerate(split.reference):
         rows = decode(output[i * split.frames : (i + 1) * split.frames], split.scored_frames[i])
@@ -258,40 +243,21 @@ def _total(counts: Sequence[SeldCounts], num_classes: int) -> SeldCounts:
 
 
 def fit(train: SeldSplit, valid: SeldSplit, num_classes: int, conf: dict, seed: int) -> FitResult:
-    """Train one probe with early stopping on the validation SELD score (seeded)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return _fit(train, valid, num_classes, conf)
+    """Train one probe with early stopping on the validation SELD score (seeded; the loop of
+    :func:`natheear_tasks.evaluation.probe_training.fit`)."""
 
+    def validation(model: nn.Module) -> float:
+        counts = file_counts(model, valid, conf["batch_size"])
+        return seld_scores(_total(counts, num_classes)).seld
 
-def _fit(train: SeldSplit, valid: SeldSplit, num_classes: int, conf: dict) -> FitResult:
-    model = SeldProbe(train.x.shape[1], num_classes, conf)
-    optimizer = conf["optim"](model.parameters(), lr=conf["lr"])
-    batch, every = conf["batch_size"], conf["check_val_every_n_epoch"]
-    best, best_state, best_epoch, checks_without_gain = math.inf, None, -1, 0
-    for epoch in range(conf["max_epochs"]):
-        model.train()
-        order = torch.randperm(len(train.x))
-        for start in range(0, len(order), batch):
-            index = order[start : start + batch]
-            if len(index) < 2:
-                continue  # BatchNorm cannot train on a batch of one
-            loss = adpit_loss(model(train.x[index]), train.sources[index], train.count[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        if (epoch + 1) % every and epoch + 1 != conf["max_epochs"]:
-            continue
-        score = seld_scores(_total(file_counts(model, valid, batch), num_classes)).seld
-        if score < best:
-            best, best_epoch, checks_without_gain = score, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            checks_without_gain += 1
-            if checks_without_gain >= conf["patience"]:
-                break
-    model.load_state_dict(best_state)
-    return FitResult(model.eval(), conf, best, best_epoch)
+    return probe_training.fit(
+        lambda: SeldProbe(train.x.shape[1], num_classes, conf),
+        train.x,
+        lambda output, index: adpit_loss(output, train.sources[index], train.count[index]),
+        validation,
+        conf,
+        seed,
+    )
 
 
 def scores_of(counts: SeldCounts) -> dict[str, float]:
@@ -356,9 +322,8 @@ def fit_and_score(
     def gather(names: list[str]) -> SeldSplit:
         return SeldSplit.concat([splits[n] for n in names])
 
-    def fit_split(p: dict[str, list[str]], conf: dict) -> FitResult:
-        fold_seed = determinism.probe_seed(seed, task, model, "|".join(p["test"]), conf)
-        return fit(gather(p["train"]), gather(p["valid"]), num_classes, conf, fold_seed)
+    def fit_split(p: dict[str, list[str]], conf: dict, probe_seed: int) -> FitResult:
+        return fit(gather(p["train"]), gather(p["valid"]), num_classes, conf, probe_seed)
 
     for p in plan:
         valid = gather(p["valid"])
@@ -370,16 +335,15 @@ def fit_and_score(
     task_grid = metadata.get("evaluation_params", {}).get("task_specific_param_grid")
     confs = doa_probe.grid_confs(grid, grid_points, task_grid, seed)
     with determinism.probe_threads():
-        results = [fit_split(plan[0], conf) for conf in confs]
-        best = min(results, key=lambda r: r.validation_seld)
-        fitted = [best] + [fit_split(p, best.conf) for p in plan[1:]]
+        fitted = probe_training.search(plan, confs, fit_split, seed, task, model)
+        best = fitted[0]
         folds, per_file = {}, {}
         for p, result in zip(plan, fitted, strict=True):
             test = gather(p["test"])
             counts = file_counts(result.model, test, best.conf["batch_size"])
-            folds["|".join(p["test"])] = {
+            folds[fold_name(p)] = {
                 **_scores_or_none(_total(counts, num_classes)),
-                f"validation_{METRIC}": result.validation_seld,
+                f"validation_{METRIC}": result.validation,
                 "epoch": result.epoch,
                 "files": test.names,
             }

@@ -12,7 +12,6 @@ scored on the segments up to its last reference frame, as the DCASE evaluation d
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from natheear_tasks.evaluation.seld_metrics import (
     scored_segments,
     seld_scores,
 )
+from natheear_tasks.exits import run_command
 from natheear_tasks.tasks.dcase import DcaseFormatError, FrameRow, read_frame_csv
 from natheear_tasks.tasks.taskdir import TaskError, atomic_write_json
 
@@ -235,11 +235,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Run ``seld-score``: exit 0 scored, 2 bad input (every problem listed)."""
-    try:
-        report = score_folders(args.ref, args.pred, args.num_classes)
-    except TaskError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_command(lambda: _score(args), (TaskError,), stopped=None)
+
+
+def _score(args: argparse.Namespace) -> int:
+    report = score_folders(args.ref, args.pred, args.num_classes)
     c = report.counts
     print(
         f"seld-score: {report.files} reference file(s), {report.segments} 1-s segments, "

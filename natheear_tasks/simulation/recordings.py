@@ -48,10 +48,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
-import sys
-import tempfile
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -59,6 +55,8 @@ import numpy as np
 import torch
 
 from natheear_tasks.ambisonics import CHANNEL_ORDERS, ambix_to_fuma
+from natheear_tasks.atomic import atomic_folder
+from natheear_tasks.exits import ALL_OR_NOTHING, run_command
 from natheear_tasks.pool import run_jobs
 from natheear_tasks.seeding import derive_seed, generator
 from natheear_tasks.simulation import rooms
@@ -485,9 +483,7 @@ def write_dataset(out: str | Path, settings: Settings, workers: int = 1) -> Path
     out = Path(out)
     if out.exists():
         raise SynthError(f"{out} exists; give a new folder for the dataset, or remove it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as staging:
         records = sorted(
             run_jobs(
                 _write_recording,
@@ -504,10 +500,6 @@ def write_dataset(out: str | Path, settings: Settings, workers: int = 1) -> Path
         atomic_write_bytes(staging / "classes.txt", classes.encode())
         about = {"kind": "natheear-seld-synth", "settings": settings.record(), "files": records}
         atomic_write_bytes(staging / "synth.json", (json.dumps(about, indent=1) + "\n").encode())
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 
@@ -555,21 +547,12 @@ def main(args: argparse.Namespace) -> int:
         channel_order=args.channel_order,
         seed=args.seed,
     )
-    try:
-        if args.workers < 1:
-            raise SynthError(f"--workers must be at least 1, got {args.workers}")
-        path = write_dataset(args.out, settings, args.workers)
-    except SynthError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; nothing was written", file=sys.stderr)
-        return 1
-    except BrokenProcessPool:
-        print(
-            "error: a worker process died (killed, or out of memory?); nothing was written",
-            file=sys.stderr,
-        )
-        return 1
+    return run_command(lambda: _simulate(args, settings), (SynthError,), ALL_OR_NOTHING)
+
+
+def _simulate(args: argparse.Namespace, settings: Settings) -> int:
+    if args.workers < 1:
+        raise SynthError(f"--workers must be at least 1, got {args.workers}")
+    path = write_dataset(args.out, settings, args.workers)
     print(f"{path}: {settings.files} {settings.layout} recordings of {settings.seconds} s")
     return 0

@@ -65,6 +65,20 @@ def azimuth_elevation(xyz: np.ndarray) -> tuple[float, float]:
     return math.degrees(math.atan2(y, x)), math.degrees(math.atan2(z, math.hypot(x, y)))
 
 
+def position_problems(
+    where: str, azimuth: float, elevation: float, distance: float | None
+) -> list[str]:
+    """What is wrong with a row's direction (degrees) and distance, each prefixed ``where``."""
+    problems = []
+    if not (math.isfinite(azimuth) and -180 <= azimuth <= 180):
+        problems.append(f"{where}: azimuth {azimuth} outside [-180, 180]")
+    if not (math.isfinite(elevation) and -90 <= elevation <= 90):
+        problems.append(f"{where}: elevation {elevation} outside [-90, 90]")
+    if distance is not None and not (math.isfinite(distance) and distance >= 0):
+        problems.append(f"{where}: distance {distance} is not a non-negative number")
+    return problems
+
+
 def parse_frame_csv(text: str, path: Path, num_classes: int | None = None) -> list[FrameRow]:
     """Rows of a frame-list CSV, sorted by (frame, class, source).
 
@@ -103,12 +117,7 @@ def parse_frame_csv(text: str, path: Path, num_classes: int | None = None) -> li
             problems.append(f"{where}: class {cls} outside [0, {num_classes})")
         if source < 0:
             problems.append(f"{where}: negative source index {source}")
-        if not (math.isfinite(azimuth) and -180 <= azimuth <= 180):
-            problems.append(f"{where}: azimuth {azimuth} outside [-180, 180]")
-        if not (math.isfinite(elevation) and -90 <= elevation <= 90):
-            problems.append(f"{where}: elevation {elevation} outside [-90, 90]")
-        if distance is not None and not (math.isfinite(distance) and distance >= 0):
-            problems.append(f"{where}: distance {distance} is not a non-negative number")
+        problems += position_problems(where, azimuth, elevation, distance)
         key = (frame, cls, source)
         if key in seen:
             problems.append(f"{where}: frame {frame}, class {cls}, source {source} given twice")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from natheear_tasks.tasks.dcase import DcaseFormatError, direction_xyz
+from natheear_tasks.tasks.dcase import DcaseFormatError, direction_xyz, position_problems
 
 HEADER = ("sound_event_recording", "start_time", "end_time", "ele", "azi", "dist")
 KIND = "event-list"
@@ -77,12 +77,7 @@ def parse_event_csv(text: str, path: Path) -> list[EventRow]:
             problems.append(f"{where}: no class name")
         if not (math.isfinite(start) and math.isfinite(end) and 0 <= start < end):
             problems.append(f"{where}: times must satisfy 0 <= start < end, got {start}, {end}")
-        if not (math.isfinite(azimuth) and -180 <= azimuth <= 180):
-            problems.append(f"{where}: azimuth {azimuth} outside [-180, 180]")
-        if not (math.isfinite(elevation) and -90 <= elevation <= 90):
-            problems.append(f"{where}: elevation {elevation} outside [-90, 90]")
-        if distance is not None and not (math.isfinite(distance) and distance >= 0):
-            problems.append(f"{where}: distance {distance} is not a non-negative number")
+        problems += position_problems(where, azimuth, elevation, distance)
         row = EventRow(label, start, end, elevation, azimuth, distance)
         if row in seen:
             problems.append(f"{where}: the same event is given twice")

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +29,7 @@ import soundfile as sf
 import torch
 
 from natheear_tasks.ambisonics import CHANNEL_ORDERS, to_ambix
+from natheear_tasks.exits import RESUMABLE, run_command
 from natheear_tasks.pool import run_jobs
 from natheear_tasks.simulation.noise import resample
 from natheear_tasks.tasks import localize
@@ -626,22 +625,13 @@ def main(args: argparse.Namespace) -> int:
         name=args.name,
         workers=args.workers,
     )
-    try:
-        job = prepare(args.source, args.out, options)
-        summary = run(job)
-    except (TaskError, SeldError, OutputError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 1
-    except BrokenProcessPool:
-        print(
-            "error: a worker process died (killed, or out of memory?); rerun the same command "
-            "to resume, with fewer --workers if memory is short",
-            file=sys.stderr,
-        )
-        return 1
+    errors = (TaskError, SeldError, OutputError)
+    return run_command(lambda: _convert_dataset(args.source, args.out, options), errors, RESUMABLE)
+
+
+def _convert_dataset(source: str, out: str, options: Options) -> int:
+    job = prepare(source, out, options)
+    summary = run(job)
     for note in summary.notes:
         print(note)
     rates = len(options.sample_rates)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -261,6 +262,19 @@ def _cuts(recording: Recording, seconds: float) -> list[float]:
     return [round(j * seconds, 6) for j in range(count)]
 
 
+def _pieces(
+    dataset: Dataset, splits: Splits, seconds: float
+) -> Iterator[tuple[Recording, int, Item]]:
+    """Every recording of the splits cut into back-to-back pieces of ``seconds``: the
+    recording, the piece's index in it and its item."""
+    for recording in dataset.recordings:
+        if recording.identity not in splits.of:
+            continue
+        for j, start in enumerate(_cuts(recording, seconds)):
+            split = splits.of[recording.identity]
+            yield recording, j, Item(split, _name(recording, j), recording.identity, start, seconds)
+
+
 def _span_record(recording: Recording, start: float, seconds: float) -> dict:
     return {
         "recording": recording.identity,
@@ -277,29 +291,19 @@ def _vector(xyz: np.ndarray) -> list[float]:
 def event_task(dataset: Dataset, splits: Splits, seconds: float) -> TaskPlan:
     """The event task's pieces and labels (``{"label", "start", "end"}`` in ms)."""
     plan = TaskPlan()
-    for recording in dataset.recordings:
-        if recording.identity not in splits.of:
-            continue
-        for j, start in enumerate(_cuts(recording, seconds)):
-            end = start + seconds
-            labels = [
-                {
-                    "label": dataset.classes[e.cls],
-                    "start": round(1000 * (max(e.start, start) - start), 3),
-                    "end": round(1000 * (min(e.end, end) - start), 3),
-                }
-                for e in recording.events
-                if e.start < end and start < e.end
-            ]
-            labels.sort(key=lambda x: (x["start"], x["end"], x["label"]))
-            item = Item(
-                splits.of[recording.identity],
-                _name(recording, j),
-                recording.identity,
-                start,
-                seconds,
-            )
-            plan.add(item, labels, _span_record(recording, start, seconds))
+    for recording, _, item in _pieces(dataset, splits, seconds):
+        start, end = item.start, item.start + seconds
+        labels = [
+            {
+                "label": dataset.classes[e.cls],
+                "start": round(1000 * (max(e.start, start) - start), 3),
+                "end": round(1000 * (min(e.end, end) - start), 3),
+            }
+            for e in recording.events
+            if e.start < end and start < e.end
+        ]
+        labels.sort(key=lambda x: (x["start"], x["end"], x["label"]))
+        plan.add(item, labels, _span_record(recording, start, seconds))
     plan.sort()
     return plan
 
@@ -325,25 +329,15 @@ def seld_task(dataset: Dataset, splits: Splits, seconds: float) -> TaskPlan:
     """The SELD task's chunks and frame labels (one per active source per 100-ms frame)."""
     plan = TaskPlan()
     frames = round(seconds / FRAME_SECONDS)
-    for recording in dataset.recordings:
-        if recording.identity not in splits.of:
-            continue
-        for j, start in enumerate(_cuts(recording, seconds)):
-            first = j * frames
-            labels = [
-                _frame_label(dataset, row, row.frame - first)
-                for row in recording.rows
-                if first <= row.frame < first + frames
-            ]
-            item = Item(
-                splits.of[recording.identity],
-                _name(recording, j),
-                recording.identity,
-                start,
-                seconds,
-            )
-            record = {**_span_record(recording, start, seconds), "first_frame": first}
-            plan.add(item, labels, record)
+    for recording, j, item in _pieces(dataset, splits, seconds):
+        first = j * frames
+        labels = [
+            _frame_label(dataset, row, row.frame - first)
+            for row in recording.rows
+            if first <= row.frame < first + frames
+        ]
+        record = {**_span_record(recording, item.start, seconds), "first_frame": first}
+        plan.add(item, labels, record)
     plan.sort()
     return plan
 

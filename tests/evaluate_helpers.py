@@ -1,0 +1,49 @@
+"""Shared by the evaluate and probe tests: SELD label entries, and evaluate run in two
+processes with 1 and 2 threads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from natheear_tasks.tasks.dcase import direction_xyz
+
+
+def seld_label(frame: int, cls: int = 0, azimuth: float = 0.0) -> dict:
+    """One SELD label entry (``natheear-tasks seld``'s format): class ``cls`` of ``"ab"``,
+    source 0, at ``azimuth`` degrees and elevation 0."""
+    return {
+        "label": "ab"[cls],
+        "start": 100 * frame,
+        "end": 100 * (frame + 1),
+        "frame": frame,
+        "class": cls,
+        "source": 0,
+        "azimuth": azimuth,
+        "elevation": 0.0,
+        "direction": [round(float(v), 6) for v in direction_xyz(azimuth, 0.0)],
+    }
+
+
+def summaries_with_1_and_2_threads(
+    arguments: Callable[[Path], list[str]], root: Path
+) -> tuple[dict, dict]:
+    """The ``summary.json`` of ``natheear-tasks`` run with ``arguments(out)`` in a process
+    with 1 and in one with 2 intra-op threads (``out``: ``root/results-1`` and
+    ``results-2``); checks that each embedded with that many threads."""
+    summaries = []
+    for count in ("1", "2"):
+        out = root / f"results-{count}"
+        command = [sys.executable, "-m", "natheear_tasks", *arguments(out)]
+        env = {**os.environ, "OMP_NUM_THREADS": count, "MKL_NUM_THREADS": count}
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        summaries.append(json.loads((out / "summary.json").read_text()))
+    one, two = summaries
+    assert one["environment"]["threads"]["embedding"] == 1
+    assert two["environment"]["threads"]["embedding"] == 2
+    return one, two
