@@ -30,15 +30,16 @@ def seld_label(frame: int, cls: int = 0, azimuth: float = 0.0) -> dict:
 
 
 def summaries_with_1_and_2_threads(
-    arguments: Callable[[Path], list[str]], root: Path
+    arguments: Callable[[Path], list[str]], root: Path, second_run: tuple[str, ...] = ()
 ) -> tuple[dict, dict]:
     """The ``summary.json`` of ``natheear-tasks`` run with ``arguments(out)`` in a process
     with 1 and in one with 2 intra-op threads (``out``: ``root/results-1`` and
-    ``results-2``); checks that each embedded with that many threads."""
+    ``results-2``; the second run also gets ``second_run``); checks that each embedded with
+    that many threads."""
     summaries = []
-    for count in ("1", "2"):
+    for count, extra in (("1", ()), ("2", second_run)):
         out = root / f"results-{count}"
-        command = [sys.executable, "-m", "natheear_tasks", *arguments(out)]
+        command = [sys.executable, "-m", "natheear_tasks", *arguments(out), *extra]
         env = {**os.environ, "OMP_NUM_THREADS": count, "MKL_NUM_THREADS": count}
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

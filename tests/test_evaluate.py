@@ -22,6 +22,7 @@ pytestmark = pytest.mark.slow
 
 TINY = {"in_chans": 2, "patch_size": (16, 8), "embed_dim": 32, "depth": 1, "num_heads": 2}
 OPTIONS = '{"sample_rate": 16000}'
+BASELINE = "natheear_tasks.baselines.logmel"
 
 
 @pytest.fixture(scope="module")
@@ -216,8 +217,9 @@ def test_random_weights_are_accepted_as_load_model_accepts_them(tmp_path, monkey
 
 
 def test_evaluate_gives_the_same_scores_with_1_and_2_threads(tmp_path):
-    """Two runs of the same tasks and model, one process with 1 intra-op thread and one
-    with 2: the same scores, intervals and s(m), bit for bit."""
+    """Two runs of the same tasks and models, one process with 1 intra-op thread and one
+    with 2 that also evaluates the two models at once (``--jobs 2``): the same scores,
+    intervals and s(m), bit for bit."""
     _tasks(tmp_path, files_per_split=16)
     save_checkpoint(tmp_path / "tiny", GramEncoder(**TINY), "gram-binaural", TINY)
     references = {"best": "perfect", "tasks": {"tones": {"baseline": 0.5}}}
@@ -228,9 +230,11 @@ def test_evaluate_gives_the_same_scores_with_1_and_2_threads(tmp_path):
         args = ["evaluate", "--label", "tiny", "--tasks-dir", str(tmp_path / "tasks")]
         args += ["--out", str(out), "--grid", "faster", "--grid-points", "2"]
         args += ["--model-options", OPTIONS, "--references", str(tmp_path / "refs.json")]
-        return args + ["--model", str(tmp_path / "tiny")]
+        args += ["--module", "hear_gram", "--model", str(tmp_path / "tiny")]
+        return args + ["--label", "logmel", "--module", BASELINE, "--model", "none"]
 
-    one, two = summaries_with_1_and_2_threads(arguments, tmp_path)
-    assert one["scores"] == two["scores"]
+    one, two = summaries_with_1_and_2_threads(arguments, tmp_path, ("--jobs", "2"))
+    assert [m["label"] for m in two["models"]] == ["tiny", "logmel"]
+    assert one["scores"] == two["scores"] and set(one["scores"]) == {"tiny", "logmel"}
     assert one["s_m"] == two["s_m"] and one["s_m"]["models"]["tiny"]["ci95"] is not None
     assert one["scores"]["tiny"]["tones-localization-binaural"]["items"] == 16

@@ -4,18 +4,24 @@ Stages (each resumes or is skipped when its output is already there, so a second
 redoes what is missing)::
 
     1 synthesize   OUT/hear/synth_{speech_commands,env_scenes,env_events}   (mono, 16 kHz)
-    2 RIR banks    OUT/rirs/binaural-32k (also the training scenes), OUT/rirs/ambisonics-16k
-    3 Nat-HEAR     OUT/tasks/: the three tasks binaural, speech commands as binaural and as
-                   Ambisonics localization tasks
-    4 pretrain     a small GRAM-Binaural with training.pretrain on the synthetic clips in
-                   simulated rooms; exported to OUT/models/gram-trained; the same
-                   architecture untrained (seeded initialisation) to OUT/models/gram-untrained
+    2 RIR banks    OUT/rirs/binaural-32k-{train,valid,test}: each split's clips go into
+                   rooms, positions and directions of their own (the training bank is also
+                   the pretraining scenes)
+    3 Nat-HEAR     OUT/tasks/: the three tasks binaural, speech commands and the
+                   environmental scenes as binaural localization tasks
+    4 pretrain     a small GRAM-Binaural (training/configs/demo.yaml) with training.pretrain
+                   on the synthetic training clips in the training rooms; exported to
+                   OUT/models/gram-trained, its checkpoints along the way to
+                   OUT/models/curve/, and its initial weights (the untrained twin) to
+                   OUT/models/gram-untrained
     5 evaluate     trained, untrained, the log-mel baseline and the released GRAM-Binaural
                    weights (when they can be downloaded) on every task of OUT/tasks;
-                   s(m) with the log-mel baseline as baseline and the perfect score as best
+                   s(m) with the log-mel baseline as baseline and the perfect score as
+                   best; the checkpoints on the localization tasks, drawn as the learning
+                   curve OUT/results/learning_curve.png
 
 and prints the results table (OUT/results/summary.md). ``training`` is not installed with
-the package: the demo runs from a source checkout.
+the package: the demo runs from a source checkout (it refuses at once elsewhere).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -30,68 +37,46 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from natheear_tasks.demo import synth
+from natheear_tasks.demo import curve, synth
 from natheear_tasks.evaluation import evaluate, report, scoring
 from natheear_tasks.evaluation.evaluate import PACKAGE_ROOT, ModelSpec, Settings
 
 RELEASED = "labhamlet/gramt-binaural"
 RATE = synth.SAMPLE_RATE
-TRAIN_RATE = 32000
-VARIANT = "gram-binaural"
-# A small GRAM-Binaural: ViT blocks of width 64 (0.2 M encoder parameters), trained on
-# 2-s crops of the synthetic clips placed in simulated rooms with noise.
-TRAINING = {
-    "model": {
-        "variant": VARIANT,
-        "embed_dim": 64,
-        "depth": 4,
-        "num_heads": 4,
-        "mlp_ratio": 2.0,
-        "decoder_dim": 64,
-        "decoder_depth": 2,
-        "decoder_windows": [2, 5, 25, 0],
-        "decoder_mlp_ratio": 2.0,
-        "mask_ratio": 0.8,
-    },
-    "data": {"clip_seconds": 2.0, "loudness_dbfs": -14.0, "num_workers": 1},
-    "scenes": {"snr_db": [5.0, 40.0], "clean_ratio": 0.25},
-    "optim": {
-        "lr": 1.0e-3,
-        "min_lr": 1.0e-4,
-        "warmup_steps": 50,
-        "betas": [0.9, 0.95],
-        "weight_decay": 0.01,
-        "grad_clip": 5.0,
-    },
-    "train": {
-        "batch_clips": 4,
-        "crops_per_clip": 4,
-        "accum_steps": 1,
-        "seed": 0,
-        "precision": "fp32",
-        "compile": False,
-        "device": "auto",
-        "log_every": 25,
-        "checkpoint_every": 100,
-        "keep_checkpoints": 1,
-        "tensorboard": False,
-    },
-}
+BANK_RATE = 32000  # GRAM's rate: the training bank is also the pretraining scenes
+CONFIG = Path("training") / "configs" / "demo.yaml"  # in the checkout, PACKAGE_ROOT
+CURVE_POINTS = 4  # checkpoints on the learning curve besides step 0
 NOISE_CLASSES = ("rain", "wind", "engine")
-# (synthetic task, format, as a localization task). The binaural set is what the binaural
-# GRAMs are made for; the Ambisonics localization task is a control: the binaural models
-# and the log-mel baseline hear only its omnidirectional W channel.
+# (synthetic task, format, as a localization task): the binaural models' home ground.
 NATHEEAR_TASKS = (
     ("speech_commands", "binaural", False),
     ("env_scenes", "binaural", False),
     ("env_events", "binaural", False),
     ("speech_commands", "binaural", True),
-    ("speech_commands", "ambisonics", True),
+    ("env_scenes", "binaural", True),
 )
+# Lighter than natheear's default simulation, for time: the room tails are ray traced with
+# 2000 rays and the RIRs end after 1 s (by then even the most reverberant rooms, RT60
+# 1.5 s, have decayed by 40 dB), which halves the convolutions of conversion and
+# pretraining.
+SIMULATION = {"n_rays": 2000, "max_seconds": 1.0}
 
 
 class DemoError(RuntimeError):
     """A stage that failed; the message says which and where its log is."""
+
+
+class NotACheckout(DemoError):
+    """The ``training`` package is not beside ``natheear_tasks`` (an installed package)."""
+
+
+def check_checkout(root: Path) -> None:
+    """Raise :class:`NotACheckout` unless ``root`` is a source checkout with ``training/``."""
+    if not (root / "training" / "pretrain.py").is_file():
+        raise NotACheckout(
+            f"the demo trains with the `training` package of the source checkout, which is not "
+            f"beside {root / 'natheear_tasks'}; run it from a checkout (`make demo`)"
+        )
 
 
 @contextmanager
@@ -117,48 +102,106 @@ def _python(args: list[str], what: str) -> None:
         raise DemoError(f"{what} failed (exit {code}); see its output above")
 
 
-def make_banks(out: Path, workers: int, counts: dict[str, int]) -> str:
-    """Simulate the binaural (32 kHz) and Ambisonics (16 kHz) RIR banks (resumable)."""
-    from natheear_tasks.simulation.hrtf import KEMAR, load_hrtf
-    from natheear_tasks.simulation.rirs import build_bank
+def bank_path(banks: Path, fmt: str, split: str) -> Path:
+    """The RIR bank of ``split``'s scenes in ``fmt``."""
+    return banks / f"{fmt}-{BANK_RATE // 1000}k-{split}"
 
-    binaural = build_bank(
-        out / "binaural-32k", "binaural", TRAIN_RATE, counts["binaural"], seed=0,
-        hrtf=load_hrtf(KEMAR), workers=workers,
-    )  # fmt: skip
-    ambisonics = build_bank(
-        out / "ambisonics-16k", "ambisonics", RATE, counts["ambisonics"], seed=0, workers=workers
-    )
-    return f"{len(binaural)} binaural and {len(ambisonics)} Ambisonics scenes"
+
+def make_banks(out: Path, workers: int, sizes: dict[str, int]) -> str:
+    """Simulate one RIR bank per format and split (resumable): each split's clips are placed
+    in rooms, positions and directions of its own, so that no probe can recognise a test
+    scene from training."""
+    from natheear_tasks.simulation.hrtf import KEMAR, load_hrtf
+    from natheear_tasks.simulation.rirs import SimulationSettings, build_bank
+
+    hrtf = load_hrtf(KEMAR)
+    made = []
+    for fmt in sorted({fmt for _, fmt, _ in NATHEEAR_TASKS}):
+        counts = []
+        for seed, split in enumerate(synth.SPLITS):
+            bank = build_bank(
+                bank_path(out, fmt, split), fmt, BANK_RATE, sizes[split], seed=seed,
+                hrtf=hrtf if fmt == "binaural" else None, settings=SimulationSettings(**SIMULATION),
+                workers=workers,
+            )  # fmt: skip
+            counts.append(f"{len(bank)} {split}")
+        made.append(f"{fmt}: " + ", ".join(counts))
+    return "; ".join(made) + " scenes"
+
+
+def split_view(source: Path, split: str, out: Path) -> Path:
+    """``source`` (a HEAR task) cut down to one split, with hard links to its wavs."""
+    from natheear_tasks.tasks.taskdir import METADATA, VOCABULARY, atomic_write_json
+
+    metadata = json.loads((source / METADATA).read_text())
+    metadata["splits"] = [split]
+    labels = json.loads((source / f"{split}.json").read_text())
+    if out.exists():
+        shutil.rmtree(out)
+    folder = out / str(RATE) / split
+    folder.mkdir(parents=True)
+    for name in labels:
+        os.link(source / str(RATE) / split / name, folder / name)
+    atomic_write_json(out / f"{split}.json", labels)
+    shutil.copyfile(source / VOCABULARY, out / VOCABULARY)
+    atomic_write_json(out / METADATA, metadata, indent=2)
+    return out
+
+
+def convert_by_split(
+    source: Path, fmt: str, localization: bool, banks: Path, out: Path, workers: int
+) -> Path:
+    """Convert ``source`` split by split, each through its own RIR bank, into one task."""
+    from natheear_tasks.tasks.convert import SCENES_FILE, Options, prepare, run
+    from natheear_tasks.tasks.taskdir import METADATA, VOCABULARY, atomic_write_json
+
+    name = f"{source.name}-localization-{fmt}" if localization else f"{source.name}-{fmt}"
+    final = out / name
+    if final.exists():
+        return final
+    work = out.parent / "parts" / name
+    parts = {}
+    for split in synth.SPLITS:
+        options = Options(
+            format=fmt, workers=workers, rirs=str(bank_path(banks, fmt, split)),
+            localization=localization, name=name,
+        )  # fmt: skip
+        view = split_view(source, split, work / "views" / split)
+        summary = run(prepare(view, work / split, options))
+        if not summary.complete:
+            raise DemoError(f"conversion of {source.name} ({split}) to {fmt} did not complete")
+        parts[split] = summary.task
+    partial = out / f".{name}.partial"
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    metadata = json.loads((parts["test"] / METADATA).read_text())
+    metadata["splits"] = list(synth.SPLITS)
+    metadata["natheear"]["rir_bank"] = {
+        split: json.loads((part / METADATA).read_text())["natheear"]["rir_bank"]
+        for split, part in parts.items()
+    }
+    metadata["natheear"]["scenes"] = "disjoint: each split through its own RIR bank"
+    scenes = b""
+    for split, part in parts.items():
+        shutil.move(part / str(RATE) / split, partial / str(RATE) / split)
+        shutil.copyfile(part / f"{split}.json", partial / f"{split}.json")
+        scenes += (part / SCENES_FILE).read_bytes()
+    (partial / SCENES_FILE).write_bytes(scenes)
+    shutil.copyfile(parts["test"] / VOCABULARY, partial / VOCABULARY)
+    atomic_write_json(partial / METADATA, metadata, indent=2)
+    os.rename(partial, final)
+    shutil.rmtree(work)
+    return final
 
 
 def make_tasks(hear: Path, banks: Path, out: Path, workers: int) -> str:
     """Convert the synthetic tasks into the Nat-HEAR tasks of :data:`NATHEEAR_TASKS`."""
-    from natheear_tasks.tasks.convert import Options, prepare, run
-
-    bank_of = {"binaural": banks / "binaural-32k", "ambisonics": banks / "ambisonics-16k"}
-    made = []
-    for source, fmt, localization in NATHEEAR_TASKS:
-        options = Options(
-            format=fmt, workers=workers, rirs=str(bank_of[fmt]), localization=localization
-        )
-        summary = run(prepare(hear / f"synth_{source}", out, options))
-        if not summary.complete:
-            raise DemoError(f"conversion of synth_{source} to {fmt} did not complete")
-        made.append(summary.task.name)
+    made = [
+        convert_by_split(hear / f"synth_{source}", fmt, localization, banks, out, workers)
+        for source, fmt, localization in NATHEEAR_TASKS
+    ]
     return f"{len(made)} tasks in {out}"
-
-
-def _training_config(run_dir: Path, clips: Path, noise: Path, bank: Path, steps: int) -> Path:
-    config = json.loads(json.dumps(TRAINING))
-    config["data"]["train"] = str(clips)
-    config["scenes"]["rirs"] = str(bank)
-    config["scenes"]["noise"] = str(noise)
-    config["train"]["steps"] = steps
-    path = run_dir.parent / "demo-training.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config, indent=2) + "\n")  # JSON is YAML
-    return path
 
 
 def _manifest(path: Path, files: list[Path]) -> Path:
@@ -167,89 +210,186 @@ def _manifest(path: Path, files: list[Path]) -> Path:
     return path
 
 
+def curve_steps(steps: int) -> tuple[int, list[int]]:
+    """The checkpoint interval of a run of ``steps`` and the steps it keeps for the
+    learning curve (every interval, and the last step)."""
+    every = max(1, steps // CURVE_POINTS)
+    return every, sorted({*range(every, steps, every), steps})
+
+
 def pretrain(out: Path, hear: Path, bank: Path, steps: int) -> str:
-    """Train the small GRAM, export it, and write the untrained twin (resumable)."""
-    trained, untrained = out / "models" / "gram-trained", out / "models" / "gram-untrained"
-    if not (PACKAGE_ROOT / "training" / "pretrain.py").is_file():
-        raise DemoError(
-            f"the demo trains with the `training` package of the source checkout, which is not "
-            f"beside {PACKAGE_ROOT / 'natheear_tasks'}; run it from a checkout (`make demo`)"
-        )
+    """Train the small GRAM, export it and its checkpoints, and write the untrained twin
+    (resumable)."""
+    models_dir = out / "models"
+    trained, run_dir = models_dir / "gram-trained", out / "train" / "run"
+    every, kept = curve_steps(steps)
     if not trained.is_dir():
-        run_dir = out / "train" / "run"
         train_clips = sorted(hear.glob(f"synth_*/{RATE}/train/*.wav"))
         noise = [c for c in train_clips if c.name.split("_")[0] in NOISE_CLASSES]
-        clips = _manifest(out / "train" / "clips.txt", train_clips)
-        noises = _manifest(out / "train" / "noise.txt", noise)
-        config = _training_config(run_dir, clips, noises, bank, steps)
-        resume = ["--resume"] if run_dir.exists() else []
-        _python(
-            ["-m", "training.pretrain", "--config", str(config), "--out", str(run_dir), *resume],
-            "pretraining",
-        )
+        settings = {
+            "data.train": str(_manifest(out / "train" / "clips.txt", train_clips)),
+            "scenes.noise": str(_manifest(out / "train" / "noise.txt", noise)),
+            "scenes.rirs": str(bank),
+            "train.steps": steps,
+            "train.checkpoint_every": every,
+        }
+        command = ["-m", "training.pretrain", "--config", str(PACKAGE_ROOT / CONFIG)]
+        command += ["--out", str(run_dir), *(["--resume"] if run_dir.exists() else [])]
+        for key, value in settings.items():
+            command += ["--set", f"{key}={json.dumps(value)}"]  # JSON is YAML
+        _python(command, "pretraining")
+    for step in kept[:-1]:
+        folder = curve_model(out, step)
+        if not folder.is_dir():
+            _python(["-m", "training.export", str(run_dir), str(folder), "--step", str(step)],
+                    f"export of step {step}")  # fmt: skip
+    if not trained.is_dir():
         _python(["-m", "training.export", str(run_dir), str(trained)], "export")
-    if not untrained.is_dir():
-        write_untrained(trained, untrained)
-    return f"models in {out / 'models'}"
+    if not (models_dir / "gram-untrained").is_dir():
+        write_untrained(trained, models_dir / "gram-untrained")
+    return f"models in {models_dir}; learning-curve checkpoints at steps {kept[:-1]}"
+
+
+def curve_model(out: Path, step: int) -> Path:
+    """Where the checkpoint of ``step`` is exported for the learning curve."""
+    return out / "models" / "curve" / f"step-{step:06d}"
 
 
 def write_untrained(trained: Path, out: Path) -> Path:
-    """The trained model's architecture with its seeded random initialisation."""
+    """The trained model's untrained twin: its architecture with the initial weights of its
+    pretraining run (the same seeded initialisation)."""
     from hear_gram.checkpoint import save_checkpoint
     from hear_gram.variants import create_encoder
 
     config = json.loads((trained / "config.json").read_text())
     args = config["encoder"]
-    encoder = create_encoder(config["architecture"], args, seed=0)
+    seed = config["metadata"]["training_config"]["train"]["seed"]
+    encoder = create_encoder(config["architecture"], args, seed=seed)
     metadata = {
-        "weights": "untrained: seeded random initialisation (seed 0)",
+        "weights": f"untrained: the initial weights of the pretraining run (seed {seed})",
         "twin_of": str(trained),
     }
     return save_checkpoint(out, encoder, config["variant"], args, metadata)
 
 
+def variant_module(model: Path) -> str:
+    """The HEAR module of a hear_gram checkpoint folder's variant (``hear_gram.<variant>``)."""
+    variant = json.loads((model / "config.json").read_text())["variant"]
+    return "hear_gram." + variant.replace("-", "_")
+
+
 def models(out: Path, released: str | None) -> list[ModelSpec]:
     """The compared models; the released weights are optional (offline machines)."""
     options = {"sample_rate": RATE}
+    trained, untrained = out / "models" / "gram-trained", out / "models" / "gram-untrained"
     specs = [
-        ModelSpec("gram-trained", "hear_gram", str(out / "models" / "gram-trained"), options),
-        ModelSpec("gram-untrained", "hear_gram", str(out / "models" / "gram-untrained"), options),
+        ModelSpec("gram-trained", variant_module(trained), str(trained), options),
+        ModelSpec("gram-untrained", variant_module(untrained), str(untrained), options),
         ModelSpec("logmel", "natheear_tasks.baselines.logmel", None, options),
     ]
     if released:
-        specs.append(ModelSpec("gram-released", "hear_gram", released, options, optional=True))
+        specs.append(
+            ModelSpec("gram-released", "hear_gram.gram_binaural", released, options, optional=True)
+        )
     return specs
 
 
+def constant_guess_errors(task: evaluate.TaskInfo) -> list[float]:
+    """Per-clip DoA errors of the best constant guess: the mean training direction."""
+    import torch
+
+    from natheear_tasks.evaluation import doa_probe
+
+    def directions(split: str) -> torch.Tensor:
+        labels = json.loads((task.path / f"{split}.json").read_text())
+        return torch.tensor([doa_probe.unit_vector(labels[n]) for n in sorted(labels)])
+
+    test = directions("test")
+    guess = directions("train").mean(dim=0, keepdim=True).expand_as(test)
+    return doa_probe.doa_error_deg(guess, test).tolist()
+
+
+def learning_curve(
+    out: Path,
+    steps: int,
+    tasks: list[evaluate.TaskInfo],
+    settings: Settings,
+    main: list,
+    workers: int,
+) -> Path:
+    """Evaluate the kept checkpoints on the localization tasks and draw the learning curve
+    (step 0: the untrained twin, the last step: the trained model)."""
+    localization = [t for t in tasks if t.localization]
+    options = {"sample_rate": RATE}
+    specs = [
+        ModelSpec(
+            f"gram-step-{step}",
+            variant_module(curve_model(out, step)),
+            str(curve_model(out, step)),
+            options,
+        )
+        for step in curve_steps(steps)[1][:-1]
+    ]
+    _, results = evaluate.evaluate(
+        specs, localization, out / "results" / "curve", settings, jobs=workers
+    )
+    failed = [r.spec.label for r in results if r.status != "ok"]
+    if failed:
+        raise DemoError(f"the learning-curve evaluation failed for {failed}")
+    errors = {r.spec.label: r.errors for r in [*main, *results]}
+    at_step = {0: "gram-untrained", steps: "gram-trained"}
+    at_step.update({int(s.label.rsplit("-", 1)[1]): s.label for s in specs})
+    curves = {
+        t.name: {step: errors[label][t.name] for step, label in sorted(at_step.items())}
+        for t in localization
+    }
+    references = {
+        t.name: {
+            "log-mel (mono)": errors["logmel"][t.name],
+            "best constant direction": constant_guess_errors(t),
+        }
+        for t in localization
+    }
+    return curve.plot(curves, references, out / "results" / "learning_curve.png")
+
+
 def run_demo(args: argparse.Namespace) -> int:
+    check_checkout(PACKAGE_ROOT)
     out = Path(args.out).resolve()
     hear, banks, tasks = out / "hear", out / "rirs", out / "tasks"
     started = time.time()
     with stage(1, "synthesize HEAR tasks (espeak-ng, flite, sox, ALSA recordings)"):
         made = synth.synthesize(hear, scale=args.scale)
         print(f"   {len(made)} tasks in {hear}")
-    with stage(2, "simulate RIR banks"):
-        counts = {"binaural": args.bank_size, "ambisonics": args.bank_size}
-        print(f"   {make_banks(banks, args.workers, counts)} in {banks}")
-    with stage(3, "Nat-HEAR tasks (binaural; binaural and Ambisonics localization)"):
+    with stage(2, "simulate RIR banks (one per split)"):
+        sizes = {"train": args.bank_size, "valid": max(1, args.bank_size // 2)}
+        sizes["test"] = args.bank_size
+        print(f"   {make_banks(banks, args.workers, sizes)} in {banks}")
+    with stage(3, "Nat-HEAR tasks (binaural; binaural localization)"):
         print(f"   {make_tasks(hear, banks, tasks, args.workers)}")
     with stage(4, f"pretrain a small GRAM-Binaural ({args.train_steps} steps)"):
-        print(f"   {pretrain(out, hear, banks / 'binaural-32k', args.train_steps)}")
+        print(f"   {pretrain(out, hear, bank_path(banks, 'binaural', 'train'), args.train_steps)}")
     with stage(5, "evaluate (heareval embeddings and predictions, localization probe)"):
         references = out / "references.json"
         references.write_text(json.dumps({"baseline": "logmel", "best": "perfect"}) + "\n")
+        settings = Settings(args.grid, args.grid_points)
+        found = evaluate.find_tasks(tasks)
         summary, results = evaluate.evaluate(
             models(out, None if args.no_released else args.released),
-            evaluate.find_tasks(tasks),
+            found,
             out / "results",
-            Settings(args.grid, args.grid_points),
+            settings,
             scoring.load_references(references),
+            jobs=args.workers,
         )
+        failed = [r.spec.label for r in results if r.status == "failed"]
+        if not failed:
+            plot = learning_curve(out, args.train_steps, found, settings, results, args.workers)
+            print(f"   {plot}")
     print(f"\n{report.markdown_table(summary)}")
     print(
         f"total {(time.time() - started) / 60:.1f} min; table, JSON and plots in {out / 'results'}"
     )
-    failed = [r.spec.label for r in results if r.status == "failed"]
     if failed:
         print(f"error: evaluation failed for {failed}", file=sys.stderr)
         return 1
@@ -271,16 +411,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--scale", type=float, default=1.0, help="task size factor (default %(default)s)"
     )
     parser.add_argument(
-        "--bank-size", type=int, default=96, help="scenes per RIR bank (default %(default)s)"
+        "--bank-size",
+        type=int,
+        default=200,
+        help="scenes of the training and the test RIR banks; the validation bank has half "
+        "(default %(default)s)",
     )
     parser.add_argument(
-        "--train-steps", type=int, default=1200, help="pretraining steps (default %(default)s)"
+        "--train-steps", type=int, default=2000, help="pretraining steps (default %(default)s)"
     )
     parser.add_argument(
         "--workers",
         type=int,
         default=2,
-        help="processes for RIRs and conversion (default %(default)s)",
+        help="processes for RIRs, conversion and evaluation (default %(default)s)",
     )
     parser.add_argument(
         "--grid",
@@ -300,16 +444,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the demo: exit 0 ok, 1 a stage failed, 2 bad options or missing tools."""
-    if not 0 < args.scale <= 20 or args.bank_size < 1 or args.train_steps < 1:
+    """Run the demo: exit 0 ok, 1 a stage failed, 2 bad options, missing tools or no
+    checkout."""
+    if not 0 < args.scale <= 20 or min(args.bank_size, args.train_steps, args.workers) < 1:
         print(
-            "error: --scale must be in (0, 20], --bank-size and --train-steps positive",
+            "error: --scale must be in (0, 20], --bank-size, --train-steps and --workers positive",
             file=sys.stderr,
         )
         return 2
     try:
         return run_demo(args)
-    except synth.MissingTools as error:
+    except (synth.MissingTools, NotACheckout) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (DemoError, synth.SynthError, evaluate.UsageError) as error:

@@ -6,12 +6,12 @@ Three tasks, mono, 16 kHz, train / valid / test splits, in the HEAR task layout:
   ("yes", "no", "up", ...) spoken by espeak-ng voices (several English accents times voice
   variants) and flite voices, each at a random speed and pitch, 1-s clips. The splits hold
   different speakers, as Speech Commands does.
-* ``synth_env_scenes`` (scene, multiclass, top-1 accuracy): 2-s environmental scenes of eight
+* ``synth_env_scenes`` (scene, multiclass, top-1 accuracy): 1-s environmental scenes of eight
   classes made with sox (siren sweeps, engine hum, rain, wind, alarm beeps, bird chirps,
   knocking) and the ALSA test recordings (a voice announcing speaker positions), each with
   random parameters over a quiet noise floor.
-* ``synth_env_events`` (event, multilabel, onset F-measure and segment error rate): 4-s
-  clips with one to three sound events of five classes at random times over background
+* ``synth_env_events`` (event, multilabel, onset F-measure and segment error rate): 2-s
+  clips with one or two sound events of five classes at random times over background
   noise; event times in milliseconds.
 
 Deterministic for a seed (sox runs in repeatable mode; all randomness is drawn from one
@@ -63,6 +63,10 @@ ALSA_VOICES = (
     "Side_Left",
     "Side_Right",
 )
+VARIANTS_PER_ACCENT = 6
+# Share of each split: a large test split keeps the scores' intervals narrow (at scale 1
+# every test split holds at least 200 clips).
+SPLIT_SHARES = {"train": 0.5, "valid": 0.15, "test": 0.35}
 TOOLS = {"espeak-ng": "espeak-ng", "flite": "flite", "sox": "sox"}
 TASKS = ("speech_commands", "env_scenes", "env_events")
 NOISE_FLOOR_DBFS = -45.0
@@ -128,11 +132,11 @@ class Speaker:
 
 
 def speakers() -> list[Speaker]:
-    """Every speaker: each espeak-ng accent with three voice variants, and the flite voices."""
+    """Every speaker: each espeak-ng accent with six voice variants, and the flite voices."""
     out = [
         Speaker("espeak-ng", f"{voice}+{ESPEAK_VARIANTS[(3 * i + k) % len(ESPEAK_VARIANTS)]}")
         for i, voice in enumerate(ESPEAK_VOICES)
-        for k in range(3)
+        for k in range(VARIANTS_PER_ACCENT)
     ]
     return out + [Speaker("flite", voice) for voice in FLITE_VOICES]
 
@@ -306,20 +310,22 @@ def _metadata(name: str, kind: str, seconds: float, evaluation: list[str], about
 
 
 def speech_commands(rng: np.random.Generator, scale: float = 1.0) -> SynthTask:
-    """Ten command words from 28 synthetic speakers (fewer when ``scale < 1``, at least 6);
-    speakers differ between splits."""
+    """Ten command words from 52 synthetic speakers (fewer when ``scale < 1``, at least 6),
+    each word spoken twice by a training or test speaker (at other speeds and pitches),
+    once by a validation speaker; speakers differ between splits."""
     people = speakers()
     if scale < 1:
         keep = max(6, round(len(people) * scale))
         people = [people[i] for i in sorted(rng.choice(len(people), keep, replace=False))]
     order = rng.permutation(len(people))
-    held_out = max(2, round(len(people) * 0.18))
+    test = max(2, round(len(people) * 0.25))
+    valid = test + max(2, round(len(people) * 0.15))
     by_split = {
-        "test": [people[i] for i in order[:held_out]],
-        "valid": [people[i] for i in order[held_out : 2 * held_out]],
-        "train": [people[i] for i in order[2 * held_out :]],
+        "test": [people[i] for i in order[:test]],
+        "valid": [people[i] for i in order[test:valid]],
+        "train": [people[i] for i in order[valid:]],
     }
-    renders = {"train": max(1, round(2 * scale)), "valid": 1, "test": 1}
+    renders = {"train": max(1, round(2 * scale)), "valid": 1, "test": 2}
     samples = SAMPLE_RATE
     splits: dict[str, dict] = {s: {} for s in SPLITS}
     jobs = [
@@ -345,13 +351,15 @@ def speech_commands(rng: np.random.Generator, scale: float = 1.0) -> SynthTask:
 
 
 def _split_counts(total: int) -> dict[str, int]:
-    valid = test = max(2, round(0.2 * total))
+    """Clips per split (:data:`SPLIT_SHARES`), at least 2 in validation and test."""
+    valid = max(2, round(SPLIT_SHARES["valid"] * total))
+    test = max(2, round(SPLIT_SHARES["test"] * total))
     return {"train": total - valid - test, "valid": valid, "test": test}
 
 
 def env_scenes(rng: np.random.Generator, scale: float = 1.0) -> SynthTask:
-    """2-s scenes of eight environmental classes over a noise floor."""
-    seconds, per_class = 2.0, max(5, round(30 * scale))
+    """1-s scenes of eight environmental classes over a noise floor."""
+    seconds, per_class = 1.0, max(5, round(150 * scale))
     samples = int(seconds * SAMPLE_RATE)
     counts = _split_counts(per_class)
     jobs = [(s, c, i) for c in SCENE_CLASSES for s in SPLITS for i in range(counts[s])]
@@ -366,8 +374,8 @@ def env_scenes(rng: np.random.Generator, scale: float = 1.0) -> SynthTask:
 
 
 def env_events(rng: np.random.Generator, scale: float = 1.0) -> SynthTask:
-    """4-s clips with 1-3 events of five classes; labels carry onset and offset in ms."""
-    seconds, total = 4.0, max(10, round(80 * scale))
+    """2-s clips with 1-2 events of five classes; labels carry onset and offset in ms."""
+    seconds, total = 2.0, max(10, round(575 * scale))
     samples = int(seconds * SAMPLE_RATE)
     counts = _split_counts(total)
     splits: dict[str, dict] = {s: {} for s in SPLITS}
@@ -375,9 +383,9 @@ def env_events(rng: np.random.Generator, scale: float = 1.0) -> SynthTask:
     for split, index in tqdm(jobs, desc="environmental events", unit="clip", leave=False):
         audio = noise_floor(samples, rng, dbfs=rng.uniform(-42, -34))
         events = []
-        names = rng.choice(EVENT_CLASSES, size=rng.integers(1, 4), replace=False)
+        names = rng.choice(EVENT_CLASSES, size=rng.integers(1, 3), replace=False)
         for name in names:
-            length = rng.uniform(0.4, 1.4)
+            length = rng.uniform(0.3, 1.0)
             sound = trim_silence(environmental_sound(str(name), length, rng))
             sound = sound[: int(length * SAMPLE_RATE)]
             sound = set_rms(fade_edges(sound), rng.uniform(-26, -16))

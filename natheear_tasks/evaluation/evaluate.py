@@ -57,6 +57,7 @@ from natheear_tasks.evaluation.heareval_predict import TEST_OUTPUTS_SUFFIX
 from natheear_tasks.evaluation.probe_training import fold_name
 from natheear_tasks.exits import run_command
 from natheear_tasks.paths import name_problem
+from natheear_tasks.pool import run_jobs
 from natheear_tasks.seeding import derive_seed
 from natheear_tasks.tasks import localize
 from natheear_tasks.tasks.taskdir import atomic_write_bytes, atomic_write_json
@@ -910,6 +911,12 @@ def write_report(summary: dict, results: list[ModelResult], out: Path) -> list[P
     return written
 
 
+def _evaluate_job(job: tuple[int, Prepared, list[TaskInfo], Settings, bool]) -> tuple:
+    """:func:`evaluate_model` in a worker process: ``(index, result)``."""
+    index, *arguments = job
+    return index, evaluate_model(*arguments)
+
+
 def evaluate(
     specs: list[ModelSpec],
     tasks: list[TaskInfo],
@@ -917,8 +924,11 @@ def evaluate(
     settings: Settings,
     references: scoring.References | None = None,
     force: bool = False,
+    jobs: int = 1,
 ) -> tuple[dict, list[ModelResult]]:
-    """Evaluate every model on every task, then write the report into ``out``.
+    """Evaluate every model on every task, then write the report into ``out``; ``jobs``
+    models at a time, each in a process of its own (the scores do not depend on ``jobs``:
+    every probe is seeded by its own names and trained with one thread).
 
     Raises:
         UsageError: a task lacks a model's sample rate (checked before any work).
@@ -927,10 +937,16 @@ def evaluate(
         tqdm.write(f"note: {note}")
     out.mkdir(parents=True, exist_ok=True)
     prepared = [prepare_model(spec, out.resolve(), settings, force) for spec in specs]
-    results = [
-        evaluate_model(p, tasks, settings, force)
-        for p in tqdm(prepared, desc="models", unit="model")
-    ]
+    if jobs <= 1:
+        results = [
+            evaluate_model(p, tasks, settings, force)
+            for p in tqdm(prepared, desc="models", unit="model")
+        ]
+    else:
+        work = [(i, p, tasks, settings, force) for i, p in enumerate(prepared)]
+        workers = min(jobs, len(work))
+        done = dict(run_jobs(_evaluate_job, work, workers, desc="models", unit="model"))
+        results = [done[i] for i in range(len(prepared))]
     summary = summarize(results, tasks, settings, references)
     write_report(summary, results, out)
     return summary, results
@@ -990,6 +1006,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="base seed of the probes (one per task, model, fold and grid point) and of the "
         "bootstrap intervals (default %(default)s, heareval's)",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="models evaluated at once, each in a process of its own; the scores are the same "
+        "for any number (default %(default)s)",
+    )
     parser.add_argument("--force", action="store_true", help="recompute tasks already scored")
     parser.set_defaults(handler=run)
     return parser
@@ -1003,6 +1026,8 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.grid_points < 1:
         raise UsageError("--grid-points must be at least 1")
+    if args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
     specs = specs_from_args(args)
     tasks = find_tasks(Path(args.tasks_dir), args.task)
     references = scoring.load_references(args.references) if args.references else None
@@ -1010,7 +1035,7 @@ def _run(args: argparse.Namespace) -> int:
         check_references(references, specs, tasks)
     settings = Settings(args.grid, args.grid_points, args.seed)
     out = Path(args.out)
-    summary, results = evaluate(specs, tasks, out, settings, references, args.force)
+    summary, results = evaluate(specs, tasks, out, settings, references, args.force, args.jobs)
     print(report.markdown_table(summary))
     print(f"results: {out / 'summary.md'}, {out / 'summary.json'}, {out}/*.png")
     return exit_code(results)

@@ -1,0 +1,82 @@
+"""The main job's learning curve: localization error of the pretrained GRAM against its
+pretraining steps, with 95 % intervals, as a PNG.
+
+Step 0 is the untrained twin (the run's own initial weights), the last step the trained
+model; the steps between are the run's intermediate checkpoints. Each point is the mean
+direction-of-arrival error over the test clips with a percentile bootstrap interval over
+the clips; the log-mel baseline (mono: no spatial cues) and the best constant guess are
+drawn as references.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from natheear_tasks.tasks.taskdir import atomic_write_bytes
+
+RESAMPLES = 1000
+SEED = 0
+
+
+def checkpoint_steps(steps: int, points: int) -> list[int]:
+    """``points`` evenly spaced steps ending at ``steps`` (at least 1 apart, distinct)."""
+    return sorted({max(1, round(steps * (i + 1) / points)) for i in range(points)})
+
+
+def mean_interval(errors: list[float]) -> tuple[float, float, float]:
+    """Mean of ``errors`` and its 95 % percentile bootstrap interval over the items
+    (:data:`RESAMPLES` resamples, seeded)."""
+    values = np.asarray(errors, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("no errors to average")
+    rng = np.random.default_rng(SEED)
+    means = values[rng.integers(0, values.size, (RESAMPLES, values.size))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(values.mean()), float(low), float(high)
+
+
+def plot(
+    curves: dict[str, dict[int, list[float]]],
+    references: dict[str, dict[str, list[float]]],
+    path: Path,
+) -> Path:
+    """Write the learning curve PNG.
+
+    Args:
+        curves: ``{task: {step: per-clip DoA errors}}`` of the pretrained model.
+        references: ``{task: {label: per-clip DoA errors}}`` drawn as horizontal bands.
+        path: the PNG to write.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.6 * len(curves), 3.6), squeeze=False)
+    for ax, (task, by_step) in zip(axes[0], curves.items(), strict=True):
+        steps = sorted(by_step)
+        points = np.array([mean_interval(by_step[s]) for s in steps])
+        ax.errorbar(
+            steps, points[:, 0], yerr=[points[:, 0] - points[:, 1], points[:, 2] - points[:, 0]],
+            marker="o", capsize=3, label="GRAM (step 0: untrained twin)",
+        )  # fmt: skip
+        for i, (label, errors) in enumerate(references.get(task, {}).items()):
+            mean, low, high = mean_interval(errors)
+            ax.axhline(mean, color=f"C{i + 1}", linestyle="--", linewidth=1, label=label)
+            ax.axhspan(low, high, color=f"C{i + 1}", alpha=0.12)
+        ax.set_xlabel("pretraining step", fontsize=8)
+        ax.set_ylabel("mean DoA error (degrees), 95 % interval", fontsize=8)
+        ax.set_title(task, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
