@@ -8,6 +8,7 @@ import sys
 import types
 
 import pytest
+import torch
 from evaluate_helpers import summaries_with_1_and_2_threads
 from natheear_helpers import write_task
 
@@ -238,3 +239,18 @@ def test_evaluate_gives_the_same_scores_with_1_and_2_threads(tmp_path):
     assert one["scores"] == two["scores"] and set(one["scores"]) == {"tiny", "logmel"}
     assert one["s_m"] == two["s_m"] and one["s_m"]["models"]["tiny"]["ci95"] is not None
     assert one["scores"]["tiny"]["tones-localization-binaural"]["items"] == 16
+
+
+def test_the_weights_digest_follows_the_weights_not_where_they_were_made(tmp_path):
+    # The digest seeds the probes: the same weights exported to another folder, with other
+    # run paths in their metadata, must get the same digest; other weights another one.
+    torch.manual_seed(0)
+    encoder = GramEncoder(**TINY)
+    one = save_checkpoint(tmp_path / "a", encoder, "gram-binaural", TINY, {"run": "/x/run"})
+    two = save_checkpoint(tmp_path / "b", encoder, "gram-binaural", TINY, {"run": "/y/other"})
+    assert (one / "config.json").read_text() != (two / "config.json").read_text()
+    assert evaluate.weights_digest(one) == evaluate.weights_digest(two)
+    with torch.no_grad():
+        encoder.cls_token.add_(1.0)
+    changed = save_checkpoint(tmp_path / "c", encoder, "gram-binaural", TINY, {"run": "/x/run"})
+    assert evaluate.weights_digest(changed) != evaluate.weights_digest(one)

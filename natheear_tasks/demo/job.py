@@ -45,7 +45,7 @@ RELEASED = "labhamlet/gramt-binaural"
 RATE = synth.SAMPLE_RATE
 BANK_RATE = 32000  # GRAM's rate: the training bank is also the pretraining scenes
 CONFIG = Path("training") / "configs" / "demo.yaml"  # in the checkout, PACKAGE_ROOT
-CURVE_POINTS = 4  # checkpoints on the learning curve besides step 0
+CURVE_POINTS = 2  # checkpoints on the learning curve besides step 0 (the time budget)
 NOISE_CLASSES = ("rain", "wind", "engine")
 # (synthetic task, format, as a localization task): the binaural models' home ground.
 NATHEEAR_TASKS = (

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from hear_gram.checkpoint import CONFIG_NAME
 from natheear_tasks.evaluation import (
     determinism,
     doa_probe,
@@ -477,13 +478,23 @@ def resolve_weights(spec: ModelSpec) -> Path | str | None:
 
 def weights_digest(path: Path | str | None) -> str | None:
     """sha256 over a weights file, or over every file of a checkpoint folder (None for no
-    weights or ``"random"``)."""
+    weights or ``"random"``).
+
+    A hear_gram ``config.json`` enters without its ``metadata`` (where and how the weights
+    were made: run folders, a twin's path), so the same weights exported to another folder
+    or machine get the same digest, hence the same probe seeds and scores.
+    """
     if not isinstance(path, Path):
         return None
     digest = hashlib.sha256()
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     for file in files:
         digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        if path.is_dir() and file.relative_to(path) == Path(CONFIG_NAME):
+            config = json.loads(file.read_text())
+            config.pop("metadata", None)
+            digest.update(json.dumps(config, sort_keys=True).encode())
+            continue
         with file.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
