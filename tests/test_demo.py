@@ -94,3 +94,22 @@ def test_the_untrained_twin_holds_the_pretraining_runs_initial_weights(tmp_path)
     assert not torch.equal(
         trained.state_dict()["patch_embed.proj.weight"], state["patch_embed.proj.weight"]
     )
+
+
+def test_the_learning_curve_points_carry_bootstrap_intervals_and_the_png_is_written(tmp_path):
+    import numpy as np
+
+    from natheear_tasks.demo import curve
+
+    rng = np.random.default_rng(1)
+    few, many = list(rng.uniform(0, 180, 50)), list(rng.uniform(0, 180, 800))
+    mean, low, high = curve.mean_interval(few)
+    assert low < mean < high and mean == pytest.approx(np.mean(few))
+    assert curve.mean_interval(few) == (mean, low, high)  # seeded
+    _, low_many, high_many = curve.mean_interval(many)
+    assert high_many - low_many < (high - low) / 2  # 16x the clips: about 1/4 the width
+    with pytest.raises(ValueError, match="no errors"):
+        curve.mean_interval([])
+    curves, references = {"task": {0: few, 1000: many}}, {"task": {"log-mel": many}}
+    png = curve.plot(curves, references, tmp_path / "c.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"

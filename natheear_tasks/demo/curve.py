@@ -10,32 +10,26 @@ drawn as references.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 
-from natheear_tasks.tasks.taskdir import atomic_write_bytes
+from natheear_tasks.evaluation import intervals
+from natheear_tasks.evaluation.report import save_png
 
-RESAMPLES = 1000
 SEED = 0
-
-
-def checkpoint_steps(steps: int, points: int) -> list[int]:
-    """``points`` evenly spaced steps ending at ``steps`` (at least 1 apart, distinct)."""
-    return sorted({max(1, round(steps * (i + 1) / points)) for i in range(points)})
 
 
 def mean_interval(errors: list[float]) -> tuple[float, float, float]:
     """Mean of ``errors`` and its 95 % percentile bootstrap interval over the items
-    (:data:`RESAMPLES` resamples, seeded)."""
+    (:data:`intervals.RESAMPLES` resamples, seeded)."""
     values = np.asarray(errors, dtype=np.float64)
     if values.size == 0:
         raise ValueError("no errors to average")
     rng = np.random.default_rng(SEED)
-    means = values[rng.integers(0, values.size, (RESAMPLES, values.size))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(values.mean()), float(low), float(high)
+    picks = rng.integers(0, values.size, (intervals.RESAMPLES, values.size))
+    low, high = intervals.percentile_interval(values[picks].mean(axis=1))
+    return float(values.mean()), low, high
 
 
 def plot(
@@ -73,10 +67,4 @@ def plot(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    try:
-        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+    return save_png(fig, path)

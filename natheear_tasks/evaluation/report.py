@@ -173,7 +173,8 @@ def _subplots(count: int):
     return fig, axes
 
 
-def _save(fig, path: Path) -> Path:
+def save_png(fig, path: Path) -> Path:
+    """Write ``fig`` to ``path`` as a PNG (atomically) and close it."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -217,7 +218,7 @@ def plot_scores(summary: dict, path: Path) -> Path:
             if math.isnan(value):
                 ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_doa_errors(errors: dict[str, dict[str, list[float]]], path: Path) -> Path:
@@ -240,4 +241,4 @@ def plot_doa_errors(errors: dict[str, dict[str, list[float]]], path: Path) -> Pa
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
