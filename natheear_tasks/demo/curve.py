@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from natheear_tasks.evaluation import intervals
-from natheear_tasks.evaluation.report import save_png
+from natheear_tasks.evaluation.report import label_panel, save_png
 
 SEED = 0
 
@@ -61,10 +61,6 @@ def plot(
             mean, low, high = mean_interval(errors)
             ax.axhline(mean, color=f"C{i + 1}", linestyle="--", linewidth=1, label=label)
             ax.axhspan(low, high, color=f"C{i + 1}", alpha=0.12)
-        ax.set_xlabel("pretraining step", fontsize=8)
-        ax.set_ylabel("mean DoA error (degrees), 95 % interval", fontsize=8)
-        ax.set_title(task, fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        label_panel(ax, task, "pretraining step", "mean DoA error (degrees), 95 % interval")
     fig.tight_layout()
     return save_png(fig, path)

@@ -321,15 +321,12 @@ def learning_curve(
     (step 0: the untrained twin, the last step: the trained model)."""
     localization = [t for t in tasks if t.localization]
     options = {"sample_rate": RATE}
-    specs = [
-        ModelSpec(
-            f"gram-step-{step}",
-            variant_module(curve_model(out, step)),
-            str(curve_model(out, step)),
-            options,
-        )
-        for step in curve_steps(steps)[1][:-1]
-    ]
+    at_step = {0: "gram-untrained", steps: "gram-trained"}
+    specs = []
+    for step in curve_steps(steps)[1][:-1]:
+        folder = curve_model(out, step)
+        at_step[step] = f"gram-step-{step}"
+        specs.append(ModelSpec(at_step[step], variant_module(folder), str(folder), options))
     _, results = evaluate.evaluate(
         specs, localization, out / "results" / "curve", settings, jobs=workers
     )
@@ -337,8 +334,6 @@ def learning_curve(
     if failed:
         raise DemoError(f"the learning-curve evaluation failed for {failed}")
     errors = {r.spec.label: r.errors for r in [*main, *results]}
-    at_step = {0: "gram-untrained", steps: "gram-trained"}
-    at_step.update({int(s.label.rsplit("-", 1)[1]): s.label for s in specs})
     curves = {
         t.name: {step: errors[label][t.name] for step, label in sorted(at_step.items())}
         for t in localization

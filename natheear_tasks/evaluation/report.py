@@ -173,6 +173,15 @@ def _subplots(count: int):
     return fig, axes
 
 
+def label_panel(ax, title: str, xlabel: str, ylabel: str) -> None:
+    """Title, axis labels, grid and legend of one panel, in the reports' sizes."""
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
 def save_png(fig, path: Path) -> Path:
     """Write ``fig`` to ``path`` as a PNG (atomically) and close it."""
     import matplotlib.pyplot as plt
@@ -235,10 +244,6 @@ def plot_doa_errors(errors: dict[str, dict[str, list[float]]], path: Path) -> Pa
             ax.step(values, fraction, where="post", label=label)
         ax.set_xlim(0, 180)
         ax.set_ylim(0, 1)
-        ax.set_xlabel("DoA error (degrees)", fontsize=8)
-        ax.set_ylabel("fraction of test files", fontsize=8)
-        ax.set_title(task, fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        label_panel(ax, task, "DoA error (degrees)", "fraction of test files")
     fig.tight_layout()
     return save_png(fig, path)
