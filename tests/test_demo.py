@@ -113,3 +113,16 @@ def test_the_learning_curve_points_carry_bootstrap_intervals_and_the_png_is_writ
     curves, references = {"task": {0: few, 1000: many}}, {"task": {"log-mel": many}}
     png = curve.plot(curves, references, tmp_path / "c.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_split_view_refuses_names_that_leave_the_split_folder(tmp_path):
+    from natheear_tasks.demo import job
+
+    source = tmp_path / "task"
+    (source / "16000" / "test").mkdir(parents=True)
+    (tmp_path / "outside.wav").write_bytes(b"RIFF")
+    (source / "task_metadata.json").write_text(json.dumps({"splits": ["test"]}))
+    (source / "test.json").write_text(json.dumps({"../../outside.wav": []}))
+    with pytest.raises(job.DemoError, match="outside test/"):
+        job.split_view(source, "test", tmp_path / "view")
+    assert not (tmp_path / "view").exists()

@@ -40,6 +40,7 @@ from pathlib import Path
 from natheear_tasks.demo import curve, synth
 from natheear_tasks.evaluation import evaluate, report, scoring
 from natheear_tasks.evaluation.evaluate import PACKAGE_ROOT, ModelSpec, Settings
+from natheear_tasks.paths import name_problem
 
 RELEASED = "labhamlet/gramt-binaural"
 RATE = synth.SAMPLE_RATE
@@ -136,6 +137,9 @@ def split_view(source: Path, split: str, out: Path) -> Path:
     metadata = json.loads((source / METADATA).read_text())
     metadata["splits"] = [split]
     labels = json.loads((source / f"{split}.json").read_text())
+    bad = {name: why for name in labels if (why := name_problem(name, single=True))}
+    if bad:
+        raise DemoError(f"{source / f'{split}.json'} names files outside {split}/: {bad}")
     if out.exists():
         shutil.rmtree(out)
     folder = out / str(RATE) / split
