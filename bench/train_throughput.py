@@ -2,6 +2,7 @@
 
     python bench/train_throughput.py                       # toy and ViT-B, CPU or the GPU
     python bench/train_throughput.py --configs vitb --batch-clips 96 --crops 16
+    python bench/train_throughput.py --configs gram-m      # GRAM-M (16 Mamba-2 blocks)
 
 For each config it times full training steps (scenes mixed on the device, features,
 crops, masks, encoder + decoder forward and backward, gradient clipping, AdamW) on one
@@ -33,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from hear_gram.cpu import cpu_name  # noqa: E402
 from hear_gram.features import AUDIO_CHANNELS  # noqa: E402
-from hear_gram.gram import GRAM_VARIANTS  # noqa: E402
+from hear_gram.variants import get_variant  # noqa: E402
 from training import config as configuration  # noqa: E402
 from training.data import ClipStream, clip_samples, open_source  # noqa: E402
 from training.mae import build_model  # noqa: E402
@@ -45,6 +46,7 @@ from training.synthetic import write_dataset  # noqa: E402
 CONFIGS = {
     "toy": ROOT / "training" / "configs" / "toy.yaml",
     "vitb": ROOT / "training" / "configs" / "gram_binaural.yaml",
+    "gram-m": ROOT / "training" / "configs" / "gram_m_binaural.yaml",
 }
 aten = torch.ops.aten
 MATMUL_OPS = {
@@ -131,7 +133,7 @@ def bench(name: str, args: argparse.Namespace, device: torch.device, tmp: Path) 
         ],
     )
     t = cfg.train
-    kind = GRAM_VARIANTS[cfg.model.variant]["features"]
+    kind = get_variant(cfg.model.variant)["features"]
     data = write_dataset(
         tmp / name, t.batch_clips, 1, cfg.data.clip_seconds, noise=4, scenes=8, kind=kind
     )
@@ -145,7 +147,7 @@ def bench(name: str, args: argparse.Namespace, device: torch.device, tmp: Path) 
     )
     batch = next(stream.batches(0))
     torch.manual_seed(0)
-    model = build_model(cfg.model).to(device)
+    model = build_model(cfg.model, cfg.mamba).to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(),
         lr=cfg.optim.lr,
@@ -218,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = torch.device("cuda" if use_cuda else "cpu")
     # CPU defaults keep ViT-B to a few seconds a step; on a GPU, the paper's 96 x 16.
-    defaults = {"toy": (4, 4), "vitb": (96, 16) if use_cuda else (2, 4)}
+    large = (96, 16) if use_cuda else (2, 4)
+    defaults = {"toy": (4, 4), "vitb": large, "gram-m": large}
     args.batch_clips = {k: args.batch_clips or v[0] for k, v in defaults.items()}
     args.crops = {k: args.crops or v[1] for k, v in defaults.items()}
     if device.type == "cuda":

@@ -27,7 +27,14 @@ from torch import Tensor, nn
 
 from hear_gram.atomic import save_safetensors, temp_dir
 from hear_gram.errors import CheckpointError
-from hear_gram.variants import REFERENCE_CONVERTERS, VARIANTS, create_encoder, get_variant
+from hear_gram.reference import detect
+from hear_gram.variants import (
+    REFERENCE_CONVERTERS,
+    REFERENCE_LAYOUTS,
+    VARIANTS,
+    create_encoder,
+    get_variant,
+)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -331,6 +338,14 @@ def encoder_from_reference(
             f"{source} has no hear-gram config.json, and {variant} has no foreign weight "
             f"layout to convert from: pass a checkpoint folder written by hear_gram "
             "(config.json + model.safetensors, e.g. from `python -m training.export`)"
+        )
+    found = detect(state, REFERENCE_LAYOUTS)
+    if found is not None and found.architecture != spec["architecture"]:
+        fitting = sorted(n for n, v in VARIANTS.items() if v["architecture"] == found.architecture)
+        modules = ", ".join("hear_gram." + n.replace("-", "_") for n in fitting)
+        raise CheckpointError(
+            f"{source} is a reference {found.name} checkpoint, not a {variant} one: load it "
+            f"with a {found.name} module ({modules})"
         )
     encoder_state, _, args = REFERENCE_CONVERTERS[spec["architecture"]](state)
     args = _variant_from_shapes(args, variant)

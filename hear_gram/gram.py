@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import re
 
-import torch
 from torch import Tensor, nn
 
 from hear_gram import features as feat
-from hear_gram.errors import CheckpointError
-from hear_gram.layers import ChunkTransformer, PatchEmbed, sincos_2d
+from hear_gram.layers import ChunkTransformer, PatchEmbed
+from hear_gram.reference import Layout, check_positions, depth_of, patch_args, read_layout
 
 VIT_BASE = {"embed_dim": 768, "depth": 12, "num_heads": 12, "mlp_ratio": 4.0}
 
@@ -94,44 +93,29 @@ class GramEncoder(ChunkTransformer):
 
 # --- the reference layout (labhamlet/GRAM-T, torchvision ViT key names) -----------------
 
-_ENCODER_RENAMES = [
-    (r"encoder\.layers\.encoder_layer_(\d+)\.ln_1\.", r"blocks.\1.norm1."),
-    (r"encoder\.layers\.encoder_layer_(\d+)\.ln_2\.", r"blocks.\1.norm2."),
-    (r"encoder\.layers\.encoder_layer_(\d+)\.self_attention\.in_proj_", r"blocks.\1.attn.qkv."),
-    (r"encoder\.layers\.encoder_layer_(\d+)\.self_attention\.out_proj\.", r"blocks.\1.attn.proj."),
-    (r"encoder\.layers\.encoder_layer_(\d+)\.mlp\.0\.", r"blocks.\1.mlp.fc1."),
-    (r"encoder\.layers\.encoder_layer_(\d+)\.mlp\.3\.", r"blocks.\1.mlp.fc2."),
-    (r"encoder\.ln\.", "norm."),
-    (r"patch_embed\.proj\.", "patch_embed.proj."),
-    (r"cls_token", "cls_token"),
-]
-_DECODER_KEY = re.compile(
-    r"(mask_token|decoder_pos_embed|decoder_embed\..*|decoder_blocks\..*|decoder_norm\..*"
-    r"|spec_pred\..*)"
+REFERENCE_LAYOUT = Layout(
+    name="GRAM-T",
+    architecture="gram",
+    marker="encoder.layers.encoder_layer_",
+    renames=(
+        (r"encoder\.layers\.encoder_layer_(\d+)\.ln_1\.", r"blocks.\1.norm1."),
+        (r"encoder\.layers\.encoder_layer_(\d+)\.ln_2\.", r"blocks.\1.norm2."),
+        (r"encoder\.layers\.encoder_layer_(\d+)\.self_attention\.in_proj_", r"blocks.\1.attn.qkv."),
+        (
+            r"encoder\.layers\.encoder_layer_(\d+)\.self_attention\.out_proj\.",
+            r"blocks.\1.attn.proj.",
+        ),
+        (r"encoder\.layers\.encoder_layer_(\d+)\.mlp\.0\.", r"blocks.\1.mlp.fc1."),
+        (r"encoder\.layers\.encoder_layer_(\d+)\.mlp\.3\.", r"blocks.\1.mlp.fc2."),
+        (r"encoder\.ln\.", "norm."),
+        (r"patch_embed\.proj\.", "patch_embed.proj."),
+        (r"cls_token$", "cls_token"),
+    ),
+    positions="encoder.pos_embedding",
+    decoder=re.compile(
+        r"mask_token|decoder_pos_embed|(decoder_embed|decoder_blocks|decoder_norm|spec_pred)\..*"
+    ),
 )
-_FEATURE_BUFFERS = {
-    "spectrogram.window": feat.analysis_window,
-    "mel_scale.fb": feat.mel_filterbank,
-}
-
-
-def is_reference_layout(state_dict: dict[str, Tensor]) -> bool:
-    """Whether a state dict uses the reference GRAM-T key names."""
-    return any(
-        k.removeprefix("model.").startswith(("encoder.layers.", "encoder.pos_embedding"))
-        for k in state_dict
-    )
-
-
-def _check_buffer(name: str, value: Tensor, expected: Tensor, what: str) -> None:
-    if value.shape != expected.shape or not torch.allclose(
-        value.float(), expected.float(), rtol=1e-4, atol=1e-5
-    ):
-        raise CheckpointError(
-            f"checkpoint {what} {name!r} (shape {tuple(value.shape)}) differs from hear_gram's "
-            f"{tuple(expected.shape)}: the weights were trained with other features or "
-            "positions and would give wrong embeddings here"
-        )
 
 
 def convert_reference_state_dict(
@@ -139,49 +123,25 @@ def convert_reference_state_dict(
 ) -> tuple[dict[str, Tensor], dict[str, Tensor], dict]:
     """Map a reference GRAM-T state dict onto :class:`GramEncoder`'s layout.
 
-    Accepts keys with or without the ``model.`` prefix of the Hugging Face release. The
-    fixed sin-cos positions and the feature buffers (``melspec.*``, ``mel_spec.melspec.*``)
-    are checked against hear_gram's own and dropped; decoder keys are returned separately
-    under their reference names (for continued pretraining); any other key is an error.
+    Accepts the model at the root or inside wrappers (the Hugging Face runtime's ``model.``
+    prefix, ...; see :mod:`hear_gram.reference`). The fixed sin-cos positions and the feature
+    buffers are checked against hear_gram's own and dropped; decoder keys are returned
+    separately under their reference names (for continued pretraining); any other key is
+    an error.
 
     Returns:
         ``(encoder_state, decoder_state, encoder_args)``, the last inferred from the shapes
         (heads = width / 64, as in ViT-B).
     """
-    encoder, decoder, unknown, pos = {}, {}, [], None
-    for raw_key, value in state_dict.items():
-        key = raw_key.removeprefix("model.")
-        buffer = key.removeprefix("mel_spec.").removeprefix("melspec.")
-        if key.startswith(("melspec.", "mel_spec.melspec.")) and buffer in _FEATURE_BUFFERS:
-            _check_buffer(raw_key, value, _FEATURE_BUFFERS[buffer](), "feature buffer")
-        elif key == "encoder.pos_embedding":
-            pos = value
-        elif _DECODER_KEY.fullmatch(key):
-            decoder[key] = value
-        else:
-            for pattern, replacement in _ENCODER_RENAMES:
-                if re.match(pattern, key):
-                    encoder[re.sub(pattern, replacement, key, count=1)] = value
-                    break
-            else:
-                unknown.append(raw_key)
-    if unknown:
-        raise CheckpointError(f"unrecognised keys in a reference GRAM-T checkpoint: {unknown}")
-    if "patch_embed.proj.weight" not in encoder:
-        raise CheckpointError("reference checkpoint has no 'patch_embed.proj.weight'")
-    proj = encoder["patch_embed.proj.weight"]
-    width = proj.shape[0]
-    args = {
-        "in_chans": proj.shape[1],
-        "patch_size": (proj.shape[2], proj.shape[3]),
-        "embed_dim": width,
-        "depth": len({k.split(".")[1] for k in encoder if k.startswith("blocks.")}),
-        "num_heads": max(1, width // 64),
-        "mlp_ratio": encoder["blocks.0.mlp.fc1.weight"].shape[0] / width
-        if "blocks.0.mlp.fc1.weight" in encoder
-        else 4.0,
-    }
-    if pos is not None:
-        grid = (feat.N_MELS // args["patch_size"][0], 200 // args["patch_size"][1])
-        _check_buffer("encoder.pos_embedding", pos, sincos_2d(width, grid), "position embedding")
-    return encoder, decoder, args
+    read = read_layout(state_dict, REFERENCE_LAYOUT)
+    encoder = read.encoder
+    args = patch_args(encoder)
+    width = args["embed_dim"]
+    fc1 = encoder.get("blocks.0.mlp.fc1.weight")
+    args.update(
+        depth=depth_of(encoder),
+        num_heads=max(1, width // 64),
+        mlp_ratio=fc1.shape[0] / width if fc1 is not None else 4.0,
+    )
+    check_positions(read, REFERENCE_LAYOUT, args)
+    return encoder, read.decoder, args

@@ -51,6 +51,12 @@ class HearModel(nn.Module):
             raise ValueError(
                 f"scene_embedding must be one of {SCENE_MODES}, got {scene_embedding!r}"
             )
+        if scene_embedding == "cls" and getattr(encoder, "causal", False):
+            raise ValueError(
+                f"scene_embedding='cls' cannot be used with {variant}: its trunk is causal and "
+                "the CLS token comes first, so it sees no audio (every clip would get the same "
+                "vector); use scene_embedding='mean'"
+            )
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         if int(sample_rate) != sample_rate or sample_rate < 8000:

@@ -133,25 +133,31 @@ def init_transformer_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-class ChunkTransformer(nn.Module, metaclass=abc.ABCMeta):
-    """The Transformer trunk shared by the GRAM and CAT encoders.
+class ChunkEncoder(nn.Module, metaclass=abc.ABCMeta):
+    """The trunk frame shared by every encoder (GRAM-T, GRAM-M, CAT): one 2-s chunk to
+    per-step embeddings.
 
     A subclass turns one ``(B, C, 128, frames)`` chunk into frequency-major tokens on a
-    ``grid = (rows, cols)`` (:meth:`tokenize`); this class adds fixed 2-D sin-cos
-    positions and a CLS token, runs pre-norm blocks and reads out per-step embeddings: one
-    step per token column (``frames_per_step`` frames), the column's ``rows`` tokens
-    concatenated (``frame_dim = rows * embed_dim``).
+    ``grid = (rows, cols)`` (:meth:`tokenize`) and gives the stack of ``blocks`` and the
+    final ``norm``; this class adds fixed 2-D sin-cos positions and a CLS token (first),
+    runs the blocks and reads out per-step embeddings: one step per token column
+    (``frames_per_step`` frames), the column's ``rows`` tokens concatenated
+    (``frame_dim = rows * embed_dim``).
+
+    Padded token columns (``valid_steps``) never reach a real token: a bidirectional trunk
+    masks them out of attention; a causal trunk (``causal = True``, whose token ``i`` sees
+    tokens ``<= i`` only) runs them after every real token instead.
     """
+
+    causal = False
 
     def __init__(
         self,
         grid: tuple[int, int],
         frames_per_step: int,
         embed_dim: int,
-        depth: int,
-        num_heads: int,
-        mlp_ratio: float = 4.0,
-        norm_eps: float = 1e-6,
+        blocks: nn.ModuleList,
+        norm: nn.Module,
     ) -> None:
         super().__init__()
         self.grid = tuple(grid)
@@ -161,15 +167,8 @@ class ChunkTransformer(nn.Module, metaclass=abc.ABCMeta):
         self.frame_dim = self.grid[0] * embed_dim
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.register_buffer("pos_embed", sincos_2d(embed_dim, self.grid), persistent=False)
-        self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, norm_eps=norm_eps) for _ in range(depth)
-        )
-        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
-
-    def init_trunk_weights(self) -> None:
-        nn.init.normal_(self.cls_token, std=0.02)
-        self.blocks.apply(init_transformer_weights)
-        self.norm.apply(init_transformer_weights)
+        self.blocks = blocks
+        self.norm = norm
 
     @property
     def num_patches(self) -> int:
@@ -182,15 +181,19 @@ class ChunkTransformer(nn.Module, metaclass=abc.ABCMeta):
 
     def embed(
         self, x: Tensor, keep: Tensor | None = None, valid_steps: Tensor | None = None
-    ) -> tuple[Tensor, Tensor | None]:
-        """The block input ``(B, 1 + K, D)`` (CLS first) and the attention mask, or None.
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """The block input ``(B, 1 + K, D)`` (CLS first), the attention mask or None, and
+        the token order or None.
 
         Args:
             x: ``(B, C, 128, chunk_frames)`` normalised features.
-            keep: optional ``(B, K)`` indices of the tokens to encode (the MAE / student's
-                visible set); the others are hidden from the tokenizer and left out.
+            keep: optional ``(B, K)`` indices of the tokens to encode, in sequence order (the
+                MAE / student's visible set); the others are hidden from the tokenizer and
+                left out.
             valid_steps: optional ``(B,)`` number of token columns holding audio; later
-                columns are hidden from the tokenizer and masked out of attention.
+                columns are hidden from the tokenizer and masked out of attention, or, in a
+                causal trunk, moved after the real tokens: the returned order ``(B, N)``
+                says which token each position holds.
         """
         if keep is not None and valid_steps is not None:
             raise ValueError("valid_steps and keep cannot be combined")
@@ -203,40 +206,86 @@ class ChunkTransformer(nn.Module, metaclass=abc.ABCMeta):
             columns = torch.arange(cols, device=x.device)
             padded = columns[None, :] >= valid_steps[:, None].to(x.device)
             hidden = padded[:, None, :].expand(b, rows, cols)
-            key_ok = torch.cat([padded.new_ones(b, 1), (~hidden).flatten(1)], dim=1)
-            key_ok = key_ok[:, None, None, :]
+            if self.causal:
+                index = torch.arange(self.num_patches, device=x.device)
+                keep = (hidden.flatten(1) * self.num_patches + index).argsort(dim=1)
+            else:
+                key_ok = torch.cat([padded.new_ones(b, 1), (~hidden).flatten(1)], dim=1)
+                key_ok = key_ok[:, None, None, :]
         tokens = self.tokenize(x, hidden) + self.pos_embed[:, 1:]
         if keep is not None:
             tokens = torch.gather(tokens, 1, keep[..., None].expand(-1, -1, tokens.shape[-1]))
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(b, -1, -1)
-        return torch.cat([cls, tokens], dim=1), key_ok
+        order = keep if valid_steps is not None else None
+        return torch.cat([cls, tokens], dim=1), key_ok, order
+
+    def run_block(self, block: nn.Module, h: Tensor, mask: Tensor | None) -> Tensor:
+        """One block; a bidirectional trunk's blocks take the attention mask."""
+        return block(h, mask)
 
     def forward_layers(
         self, x: Tensor, keep: Tensor | None = None, valid_steps: Tensor | None = None
     ) -> list[Tensor]:
-        """Every block's output ``(B, 1 + K, D)``, CLS first, before the final norm
-        (arguments as :meth:`embed`)."""
-        h, mask = self.embed(x, keep, valid_steps)
+        """Every block's output ``(B, 1 + K, D)``, CLS first, in sequence order, before the
+        final norm (arguments as :meth:`embed`)."""
+        h, mask, _ = self.embed(x, keep, valid_steps)
         layers = []
         for block in self.blocks:
-            h = block(h, mask)
+            h = self.run_block(block, h, mask)
             layers.append(h)
         return layers
 
     def forward_tokens(
         self, x: Tensor, keep: Tensor | None = None, valid_steps: Tensor | None = None
     ) -> Tensor:
-        """Encode a chunk; the normalised tokens ``(B, 1 + K, D)``, CLS first (arguments as
-        :meth:`embed`)."""
-        h, mask = self.embed(x, keep, valid_steps)
+        """Encode a chunk; the normalised tokens ``(B, 1 + K, D)``, CLS first, in sequence
+        order (arguments as :meth:`embed`)."""
+        h, _ = self._encode(x, keep, valid_steps)
+        return h
+
+    def _encode(
+        self, x: Tensor, keep: Tensor | None, valid_steps: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
+        h, mask, order = self.embed(x, keep, valid_steps)
         for block in self.blocks:
-            h = block(h, mask)
-        return self.norm(h)
+            h = self.run_block(block, h, mask)
+        return self.norm(h), order
 
     def forward(self, x: Tensor, valid_steps: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``x``: ``(B, C, 128, chunk_frames)``. Returns CLS ``(B, D)`` and steps
         ``(B, cols, rows * D)``."""
-        h = self.forward_tokens(x, valid_steps=valid_steps)
+        h, order = self._encode(x, None, valid_steps)
+        tokens = h[:, 1:]
+        if order is not None:
+            index = order[..., None].expand_as(tokens)
+            tokens = torch.empty_like(tokens).scatter_(1, index, tokens)
         rows, cols = self.grid
-        steps = h[:, 1:].reshape(h.shape[0], rows, cols, -1).transpose(1, 2)
+        steps = tokens.reshape(h.shape[0], rows, cols, -1).transpose(1, 2)
         return h[:, 0], steps.reshape(h.shape[0], cols, -1)
+
+
+class ChunkTransformer(ChunkEncoder):
+    """The Transformer trunk of GRAM-T and CAT: pre-norm :class:`Block` s over the chunk's
+    tokens (bidirectional attention), LayerNorm at the end."""
+
+    def __init__(
+        self,
+        grid: tuple[int, int],
+        frames_per_step: int,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        norm_eps: float = 1e-6,
+    ) -> None:
+        blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, norm_eps=norm_eps) for _ in range(depth)
+        )
+        super().__init__(
+            grid, frames_per_step, embed_dim, blocks, nn.LayerNorm(embed_dim, eps=norm_eps)
+        )
+
+    def init_trunk_weights(self) -> None:
+        nn.init.normal_(self.cls_token, std=0.02)
+        self.blocks.apply(init_transformer_weights)
+        self.norm.apply(init_transformer_weights)

@@ -7,14 +7,25 @@ import copy
 import torch
 from torch import nn
 
+from hear_gram import gram, gram_m
 from hear_gram.cat import CAT_VARIANTS, CatEncoder
-from hear_gram.gram import GRAM_VARIANTS, GramEncoder, convert_reference_state_dict
+from hear_gram.gram import GRAM_VARIANTS, GramEncoder
+from hear_gram.gram_m import GRAM_M_VARIANTS, GramMEncoder
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"gram": GramEncoder, "cat": CatEncoder}
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "gram": GramEncoder,
+    "gram-m": GramMEncoder,
+    "cat": CatEncoder,
+}
 # CAT has no released checkpoints and no published key layout, so no converter.
-REFERENCE_CONVERTERS = {"gram": convert_reference_state_dict}
+REFERENCE_CONVERTERS = {
+    "gram": gram.convert_reference_state_dict,
+    "gram-m": gram_m.convert_reference_state_dict,
+}
+REFERENCE_LAYOUTS = [gram.REFERENCE_LAYOUT, gram_m.REFERENCE_LAYOUT]
 VARIANTS: dict[str, dict] = {
     **{name: {"architecture": "gram", **cfg} for name, cfg in GRAM_VARIANTS.items()},
+    **{name: {"architecture": "gram-m", **cfg} for name, cfg in GRAM_M_VARIANTS.items()},
     **{name: {"architecture": "cat", **cfg} for name, cfg in CAT_VARIANTS.items()},
 }
 

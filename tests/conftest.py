@@ -20,3 +20,13 @@ if str(ROOT) not in sys.path:
 def bin_dir() -> Path:
     """Folder of the running interpreter's console scripts (hear-validator, torchrun)."""
     return Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def toy_data(tmp_path_factory) -> Path:
+    """A synthetic pretraining set (training.synthetic): shards, noise and an RIR bank."""
+    from training.synthetic import write_dataset
+
+    return write_dataset(
+        tmp_path_factory.mktemp("toy") / "data", clips=12, shards=4, seconds=2.5, noise=4, scenes=4
+    )

@@ -13,12 +13,16 @@ from hear_gram.checkpoint import save_checkpoint
 from hear_gram.variants import create_encoder, get_variant
 
 pytestmark = pytest.mark.slow
-SMALL = {"embed_dim": 32, "depth": 1, "num_heads": 2}
+SMALL = {
+    "gram": {"embed_dim": 32, "depth": 1, "num_heads": 2},
+    "gram-m": {"embed_dim": 32, "depth": 1, "d_state": 8, "headdim": 16},
+}
 
 
 def small_checkpoint(folder: Path, variant: str) -> Path:
-    args = {**get_variant(variant)["encoder"], **SMALL}
-    encoder = create_encoder(get_variant(variant)["architecture"], args, seed=0)
+    architecture = get_variant(variant)["architecture"]
+    args = {**get_variant(variant)["encoder"], **SMALL[architecture]}
+    encoder = create_encoder(architecture, args, seed=0)
     return save_checkpoint(folder / variant, encoder, variant, args)
 
 
@@ -36,6 +40,9 @@ def run(command: list[str], cwd: Path) -> str:
         ("hear_gram.gram_binaural_time", "gram-binaural-time"),
         ("hear_gram.gram_ambisonics", "gram-ambisonics"),
         ("hear_gram.gram_clean", "gram-clean"),
+        ("hear_gram.gram_m_binaural", "gram-m-binaural"),
+        ("hear_gram.gram_m_binaural_time", "gram-m-binaural-time"),
+        ("hear_gram.gram_m_ambisonics", "gram-m-ambisonics"),
     ],
 )
 def test_validator_passes_every_variant(tmp_path, bin_dir, module, variant):
@@ -91,3 +98,26 @@ def test_embeddings_runner_on_mono_stereo_and_ambisonics_tasks(tmp_path):
     assert ambi.shape == (8 * 32,) and np.isfinite(ambi).all()
     for name in ("mono-scene", "mono-event", "stereo-scene"):
         assert (binaural_out / name / ".done.embeddings").exists()
+
+
+def test_embeddings_runner_on_gram_m_with_stereo_and_ambisonics_tasks(tmp_path):
+    tasks, ambi_tasks = tmp_path / "tasks", tmp_path / "ambi_tasks"
+    write_task(tasks, "stereo-event", "event", channels=2, seconds=2.5)
+    write_task(ambi_tasks, "ambix-scene", "scene", channels=4, seconds=1.5)
+    runner = [sys.executable, "-m", "heareval.embeddings.runner"]
+    options = ["--model-options", json.dumps({"sample_rate": 16000})]
+    for module, variant, folder in (
+        ("hear_gram.gram_m_binaural", "gram-m-binaural", tasks),
+        ("hear_gram.gram_m_ambisonics", "gram-m-ambisonics", ambi_tasks),
+    ):
+        ckpt = small_checkpoint(tmp_path, variant)
+        run([*runner, module, "--model", str(ckpt), "--tasks-dir", str(folder), *options], tmp_path)
+    out = tmp_path / "embeddings"
+    event = out / "hear_gram.gram_m_binaural-sample-rate=16000" / "stereo-event" / "test"
+    emb = np.load(event / "test0.wav.embedding.npy")
+    times = json.loads((event / "test0.wav.timestamps.json").read_text())
+    assert emb.shape == (32, 8 * 32) and np.isfinite(emb).all()
+    np.testing.assert_allclose(times, 35.0 + 80.0 * np.arange(32))
+    ambi = out / "hear_gram.gram_m_ambisonics-sample-rate=16000" / "ambix-scene" / "train"
+    emb = np.load(ambi / "train0.wav.embedding.npy")
+    assert emb.shape == (8 * 32,) and np.isfinite(emb).all()

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
+from training_support import toy_overrides
 
 from hear_gram import cpu
 from training import checkpointing, config
@@ -26,28 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "training" / "configs" / "toy.yaml"
 
 
-@pytest.fixture(scope="module")
-def toy_data(tmp_path_factory) -> Path:
-    return write_dataset(
-        tmp_path_factory.mktemp("toy") / "data", clips=12, shards=4, seconds=2.5, noise=4, scenes=4
-    )
-
-
-def overrides(data: Path, **fields) -> list[str]:
-    base = {
-        "data.train": data / "shards",
-        "scenes.rirs": data / "rirs",
-        "scenes.noise": data / "noise",
-        "data.clip_seconds": 2.5,
-        "train.crops_per_clip": 2,
-        "train.log_every": 1,
-        "train.tensorboard": False,
-    }
-    return [f"{k}={v}" for k, v in {**base, **fields}.items()]
-
-
 def toy_config(data: Path, **fields) -> config.Config:
-    return config.load(TOY, overrides(data, **fields))
+    return config.load(TOY, toy_overrides(data, **fields))
 
 
 def metrics(run: Path) -> list[dict]:
@@ -94,7 +75,7 @@ def test_too_many_bad_clips_through_workers_exits_instead_of_hanging(tmp_path):
         str(tmp_path / "r"),
     ]
     result = subprocess.run(
-        cmd + overrides(data, **{"data.max_bad_fraction": 0.0}),
+        cmd + toy_overrides(data, **{"data.max_bad_fraction": 0.0}),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -137,7 +118,7 @@ def test_resume_after_sigterm_equals_an_uninterrupted_run(toy_data, tmp_path, ta
     run = tmp_path / "killed"
     cmd = [sys.executable, "-m", "training.pretrain", "--config", str(TOY), "--out", str(run)]
     proc = subprocess.Popen(
-        cmd + overrides(toy_data, **fields),
+        cmd + toy_overrides(toy_data, **fields),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -213,7 +194,7 @@ def test_resume_without_an_intact_checkpoint_is_refused(toy_data, tmp_path, caps
     state = checkpointing.checkpoint_dir(run) / "step-000000002" / "state.pt"
     state.write_bytes(b"")
     args = ["--config", str(TOY), "--out", str(run), "--resume"]
-    assert main(args + overrides(toy_data, **{"train.steps": 4})) == 2
+    assert main(args + toy_overrides(toy_data, **{"train.steps": 4})) == 2
     err = capsys.readouterr().err
     assert f"has no intact checkpoint to resume from: step-000000002: {state}" in err
 
@@ -236,7 +217,7 @@ def test_temporary_folders_of_a_killed_run_are_removed_on_the_next_start(toy_dat
     second process cannot take."""
     run = tmp_path / "run"
     fields = {"train.steps": 2, "train.checkpoint_every": 1, "data.num_workers": 0}
-    args = ["--config", str(TOY), "--out", str(run), *overrides(toy_data, **fields)]
+    args = ["--config", str(TOY), "--out", str(run), *toy_overrides(toy_data, **fields)]
     result = subprocess.run(
         [sys.executable, "-c", KILLED_WHILE_CHECKPOINTING, *args],
         cwd=ROOT,

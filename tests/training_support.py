@@ -1,12 +1,30 @@
-"""Test helpers for training/: weights written in the reference GRAM-T layout."""
+"""Test helpers for training/: toy-run overrides, weights written in the reference GRAM-T
+layout."""
 
 import re
+from pathlib import Path
 
 import torch
 
 from hear_gram.layers import sincos_2d
 from training.decoder import MultiWindowDecoder
 from training.mae import MaskedAutoencoder
+
+
+def toy_overrides(data: Path, **fields) -> list[str]:
+    """``section.field=value`` overrides pointing a toy config at ``data`` (the
+    ``toy_data`` fixture), logging every step, no TensorBoard; ``fields`` override them."""
+    base = {
+        "data.train": data / "shards",
+        "scenes.rirs": data / "rirs",
+        "scenes.noise": data / "noise",
+        "data.clip_seconds": 2.5,
+        "train.crops_per_clip": 2,
+        "train.log_every": 1,
+        "train.tensorboard": False,
+    }
+    return [f"{k}={v}" for k, v in {**base, **fields}.items()]
+
 
 _ENCODER = [
     (r"blocks\.(\d+)\.norm1\.", r"encoder.layers.encoder_layer_\1.ln_1."),

@@ -4,6 +4,7 @@ A config file is YAML with the sections below (any field left out keeps its defa
 
     model:  {variant, embed_dim, depth, num_heads, mlp_ratio, decoder_dim, decoder_depth,
              decoder_windows, decoder_mlp_ratio, mask_ratio}
+    mamba:  {d_state, d_conv, expand, headdim, ngroups, norm, chunk_size}
     cat:    {stem_dims, stem_depths, decoder_dim, decoder_depth, decoder_kernel,
              decoder_groups, clones, mask_block, top_k, utterance_weight, ema_start, ema_end,
              ema_anneal_steps, rr_targets, rr_weight, rr_layer, rr_loss}
@@ -18,8 +19,11 @@ Overrides name a field by ``section.field`` and give a YAML value: ``optim.lr=1e
 (``1e-4`` is a float for a float field, although YAML alone reads it as a string).
 
 ``model.variant`` picks the model family through hear_gram's registry: a ``gram-*`` variant
-trains GRAM (the ``model.decoder_*`` fields describe its multi-window decoder), a ``cat-*``
-variant trains CAT (its CNN decoder, EMA teacher and regularization are in ``cat``).
+trains GRAM-T (the ``model.decoder_*`` fields describe its multi-window decoder), a
+``gram-m-*`` variant trains GRAM-M (the same decoder and loss; its Mamba-2 blocks are
+described by ``mamba``, and ``model.num_heads`` and ``model.mlp_ratio`` do not apply), a
+``cat-*`` variant trains CAT (its CNN decoder, EMA teacher and regularization are in
+``cat``).
 """
 
 from __future__ import annotations
@@ -50,6 +54,19 @@ class ModelConfig:
     decoder_windows: list[int] = field(default_factory=lambda: [2, 5, 10, 25, 50, 100, 0, 0])
     decoder_mlp_ratio: float = 4.0
     mask_ratio: float = 0.8
+
+
+@dataclass
+class MambaConfig:
+    """GRAM-M's Mamba-2 blocks (``model.variant`` gram-m-*): mamba_ssm's Mamba2 defaults."""
+
+    d_state: int = 128
+    d_conv: int = 4
+    expand: int = 2
+    headdim: int = 64
+    ngroups: int = 1
+    norm: str = "layernorm"  # layernorm | rmsnorm (block norms and the final norm)
+    chunk_size: int = 256  # tokens per chunk of the scan (its quadratic part)
 
 
 @dataclass
@@ -130,6 +147,7 @@ class TrainConfig:
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
+    mamba: MambaConfig = field(default_factory=MambaConfig)
     cat: CatConfig = field(default_factory=CatConfig)
     data: DataConfig = field(default_factory=DataConfig)
     scenes: SceneConfig = field(default_factory=SceneConfig)
@@ -266,9 +284,12 @@ def validate(config: Config) -> None:
     m, t, o, s = config.model, config.train, config.optim, config.scenes
     if m.variant not in VARIANTS:
         raise ConfigError(f"model.variant {m.variant!r} is not one of {sorted(VARIANTS)}")
-    if m.embed_dim % m.num_heads or m.embed_dim % 4:
+    architecture = VARIANTS[m.variant]["architecture"]
+    if m.embed_dim % 4 or (architecture != "gram-m" and m.embed_dim % m.num_heads):
         raise ConfigError("model.embed_dim must be divisible by model.num_heads and by 4")
-    if VARIANTS[m.variant]["architecture"] == "cat":
+    if architecture == "gram-m":
+        validate_mamba(config.mamba, m.embed_dim)
+    if architecture == "cat":
         validate_cat(config.cat, m.embed_dim, m.depth)
     elif config.cat.rr_targets is not None:
         raise ConfigError(
@@ -310,6 +331,21 @@ def validate(config: Config) -> None:
             "scenes.rirs is not set but scenes.clean_ratio < 1: spatial scenes need an RIR "
             "bank (or set scenes.clean_ratio=1 for clean training)"
         )
+
+
+def validate_mamba(c: MambaConfig, embed_dim: int) -> None:
+    """Check the ``mamba`` section against the encoder's width."""
+    if min(c.d_state, c.d_conv, c.expand, c.headdim, c.ngroups, c.chunk_size) < 1:
+        raise ConfigError(
+            "mamba sizes (d_state, d_conv, expand, headdim, ngroups, chunk_size) must be at least 1"
+        )
+    if (c.expand * embed_dim) % c.headdim or (c.expand * embed_dim // c.headdim) % c.ngroups:
+        raise ConfigError(
+            f"mamba.headdim {c.headdim} must divide the inner width mamba.expand x "
+            f"model.embed_dim = {c.expand * embed_dim}, and mamba.ngroups the heads"
+        )
+    if c.norm not in ("layernorm", "rmsnorm"):
+        raise ConfigError(f"mamba.norm must be layernorm or rmsnorm, got {c.norm!r}")
 
 
 def validate_cat(c: CatConfig, embed_dim: int, depth: int) -> None:

@@ -28,8 +28,8 @@ RR_CACHE = "rr_cache"
 
 
 class GramFamily:
-    """GRAM: the masked autoencoder of :mod:`training.mae`, random patch masking drawn from
-    the loop's generator."""
+    """GRAM-T and GRAM-M: the masked autoencoder of :mod:`training.mae`, random patch
+    masking drawn from the loop's generator."""
 
     target_suffix: str | None = None
 
@@ -37,10 +37,10 @@ class GramFamily:
         self.cfg = cfg
 
     def encoder_args(self) -> dict:
-        return mae.encoder_args(self.cfg.model)
+        return mae.encoder_args(self.cfg.model, self.cfg.mamba)
 
     def build(self, device: torch.device, out: Path, units: list[Unit]) -> nn.Module:
-        return mae.build_model(self.cfg.model).to(device)
+        return mae.build_model(self.cfg.model, self.cfg.mamba).to(device)
 
     def init_from(self, model: nn.Module, ref: str) -> str:
         return mae.init_from(model, ref, self.cfg.model.variant)
@@ -143,7 +143,7 @@ class CatFamily:
         bare.update_teacher(step)
 
 
-FAMILIES = {"gram": GramFamily, "cat": CatFamily}
+FAMILIES = {"gram": GramFamily, "gram-m": GramFamily, "cat": CatFamily}
 
 
 def family_of(cfg: Config) -> GramFamily | CatFamily:

@@ -1,4 +1,5 @@
-"""The pretraining model: hear_gram's GRAM encoder, the multi-window decoder and the loss.
+"""The pretraining model: a hear_gram GRAM encoder (GRAM-T or GRAM-M), the multi-window
+decoder and the loss.
 
 One 2-s sample ``(B, C, 128, 200)``, already normalised, is cut into patches; the encoder
 sees the visible ones (``forward_tokens(x, keep)``), the decoder reconstructs all, and the
@@ -8,6 +9,8 @@ channels (as the reference scales it).
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
 from torch import Tensor, nn
@@ -15,8 +18,9 @@ from torch import Tensor, nn
 from hear_gram.checkpoint import load_encoder, load_reference, load_state_strict
 from hear_gram.errors import CheckpointError
 from hear_gram.features import FEATURE_CHANNELS
-from hear_gram.gram import GRAM_VARIANTS, GramEncoder, convert_reference_state_dict
-from training.config import ModelConfig
+from hear_gram.layers import ChunkEncoder
+from hear_gram.variants import REFERENCE_CONVERTERS, create_encoder, get_variant
+from training.config import MambaConfig, ModelConfig
 from training.decoder import MultiWindowDecoder, convert_reference_decoder
 from training.masking import patchify
 
@@ -24,7 +28,7 @@ from training.masking import patchify
 class MaskedAutoencoder(nn.Module):
     """GRAM encoder plus MW-MAE decoder; ``forward`` returns the reconstruction loss."""
 
-    def __init__(self, encoder: GramEncoder, decoder: MultiWindowDecoder) -> None:
+    def __init__(self, encoder: ChunkEncoder, decoder: MultiWindowDecoder) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
@@ -48,23 +52,25 @@ class MaskedAutoencoder(nn.Module):
         return (per_patch * weight).sum() / weight.sum() * x.shape[1]
 
 
-def encoder_args(model: ModelConfig) -> dict:
-    """The :class:`GramEncoder` arguments of a model config (what export writes)."""
-    variant = GRAM_VARIANTS[model.variant]
-    return {
+def encoder_args(model: ModelConfig, mamba: MambaConfig | None = None) -> dict:
+    """The encoder arguments of a config (what export writes): GRAM-T's ViT, or GRAM-M's
+    Mamba-2 blocks from the ``mamba`` section (its defaults when None)."""
+    variant = get_variant(model.variant)
+    args = {
         "in_chans": FEATURE_CHANNELS[variant["features"]],
         "patch_size": tuple(variant["encoder"]["patch_size"]),
         "embed_dim": model.embed_dim,
         "depth": model.depth,
-        "num_heads": model.num_heads,
-        "mlp_ratio": model.mlp_ratio,
     }
+    if variant["architecture"] == "gram-m":
+        return {**args, **dataclasses.asdict(mamba or MambaConfig())}
+    return {**args, "num_heads": model.num_heads, "mlp_ratio": model.mlp_ratio}
 
 
-def build_model(model: ModelConfig) -> MaskedAutoencoder:
-    """A freshly initialised encoder and decoder for ``model``."""
-    args = encoder_args(model)
-    encoder = GramEncoder(**args)
+def build_model(model: ModelConfig, mamba: MambaConfig | None = None) -> MaskedAutoencoder:
+    """A freshly initialised encoder and decoder for ``model`` (and ``mamba``, GRAM-M)."""
+    args = encoder_args(model, mamba)
+    encoder = create_encoder(get_variant(model.variant)["architecture"], args)
     decoder = MultiWindowDecoder(
         grid=encoder.grid,
         encoder_dim=encoder.embed_dim,
@@ -80,11 +86,12 @@ def build_model(model: ModelConfig) -> MaskedAutoencoder:
 def init_from(model: MaskedAutoencoder, ref: str, variant: str) -> str:
     """Load pretrained weights before training starts.
 
-    ``ref`` is a file: a reference GRAM-T checkpoint (``.safetensors``, or a
-    Lightning/PyTorch file read with ``weights_only=True``) whose encoder and decoder are
-    both loaded strictly; or anything else :func:`hear_gram.checkpoint.load_encoder` takes
-    (a checkpoint folder, a Hub reference): the encoder is loaded, the decoder keeps its
-    initial weights.
+    ``ref`` is a file: a reference GRAM-T or GRAM-M checkpoint of the variant's
+    architecture (``.safetensors``, or a Lightning/PyTorch file read with
+    ``weights_only=True``) whose encoder and decoder are both loaded strictly (GRAM-M's
+    ``decoder_v`` blocks are GRAM-T's ``decoder_blocks``); or anything else
+    :func:`hear_gram.checkpoint.load_encoder` takes (a checkpoint folder, a Hub reference):
+    the encoder is loaded, the decoder keeps its initial weights.
 
     Returns:
         A one-line description of what was loaded.
@@ -94,7 +101,11 @@ def init_from(model: MaskedAutoencoder, ref: str, variant: str) -> str:
     path = Path(ref)
     if path.is_file():
         state = load_reference(path)
-        encoder_state, decoder_state, _ = convert_reference_state_dict(state)
+        architecture = get_variant(variant)["architecture"]
+        encoder_state, decoder_state, _ = REFERENCE_CONVERTERS[architecture](state)
+        decoder_state = {
+            re.sub(r"^decoder_v\.", "decoder_blocks.", k): v for k, v in decoder_state.items()
+        }
         load_state_strict(model.encoder, encoder_state, f"{ref} (reference encoder)")
         if not decoder_state:
             raise CheckpointError(
