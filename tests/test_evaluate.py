@@ -15,8 +15,9 @@ from natheear_helpers import write_task
 from hear_gram.checkpoint import save_checkpoint
 from hear_gram.gram import GramEncoder
 from natheear_tasks.cli import main
-from natheear_tasks.evaluation import evaluate
-from natheear_tasks.evaluation.evaluate import ModelSpec
+from natheear_tasks.evaluation import models
+from natheear_tasks.evaluation.errors import UsageError
+from natheear_tasks.evaluation.models import ModelSpec
 from natheear_tasks.tasks.convert import Options, prepare, run
 
 pytestmark = pytest.mark.slow
@@ -191,7 +192,7 @@ def test_module_sample_rate_sources(monkeypatch):
     signature = _module(monkeypatch, "rate_signature", load_model=load_with_default)
     loaded = _module(monkeypatch, "rate_loaded", load_model=load_any)
     broken = _module(monkeypatch, "rate_broken", load_model=load_broken)
-    rate = evaluate.module_sample_rate
+    rate = models.module_sample_rate
     assert rate(ModelSpec("a", constant, options={"sample_rate": 16000})) == (
         16000,
         "its sample_rate option",
@@ -204,17 +205,17 @@ def test_module_sample_rate_sources(monkeypatch):
     assert value is None and "OSError: no weights here" in why
     assert rate(ModelSpec("a", "hear_gram.gram_ambisonics"))[0] == 48000
     assert rate(ModelSpec("a", "natheear_tasks.baselines.logmel"))[0] == 48000
-    with pytest.raises(evaluate.UsageError, match="cannot be imported"):
+    with pytest.raises(UsageError, match="cannot be imported"):
         rate(ModelSpec("a", "no_such_module_here"))
 
 
 def test_random_weights_are_accepted_as_load_model_accepts_them(tmp_path, monkeypatch):
     spec = ModelSpec("untrained", "hear_gram", "random")
-    assert evaluate.resolve_weights(spec) == "random"
-    assert evaluate.weights_digest("random") is None
+    assert models.resolve_weights(spec) == "random"
+    assert models.weights_digest("random") is None
     monkeypatch.chdir(tmp_path)
     (tmp_path / "random").mkdir()  # a folder of that name is a path, as in load_model
-    assert evaluate.resolve_weights(spec) == tmp_path / "random"
+    assert models.resolve_weights(spec) == tmp_path / "random"
 
 
 def test_evaluate_gives_the_same_scores_with_1_and_2_threads(tmp_path):
@@ -249,8 +250,8 @@ def test_the_weights_digest_follows_the_weights_not_where_they_were_made(tmp_pat
     one = save_checkpoint(tmp_path / "a", encoder, "gram-binaural", TINY, {"run": "/x/run"})
     two = save_checkpoint(tmp_path / "b", encoder, "gram-binaural", TINY, {"run": "/y/other"})
     assert (one / "config.json").read_text() != (two / "config.json").read_text()
-    assert evaluate.weights_digest(one) == evaluate.weights_digest(two)
+    assert models.weights_digest(one) == models.weights_digest(two)
     with torch.no_grad():
         encoder.cls_token.add_(1.0)
     changed = save_checkpoint(tmp_path / "c", encoder, "gram-binaural", TINY, {"run": "/x/run"})
-    assert evaluate.weights_digest(changed) != evaluate.weights_digest(one)
+    assert models.weights_digest(changed) != models.weights_digest(one)

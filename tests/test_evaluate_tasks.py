@@ -1,4 +1,4 @@
-"""``evaluate``'s task folders: what :func:`~natheear_tasks.evaluation.evaluate.find_tasks`
+"""``evaluate``'s task folders: what :func:`~natheear_tasks.evaluation.discovery.find_tasks`
 accepts (SELD tasks checked before any embedding), that names read from a task folder
 cannot lead outside it, and SELD scores read back from the probe's output."""
 
@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from evaluate_helpers import seld_label
 
-from natheear_tasks.evaluation import doa_probe, evaluate
-from natheear_tasks.evaluation.evaluate import UsageError, find_tasks
+from natheear_tasks.evaluation import doa_probe
+from natheear_tasks.evaluation.discovery import find_tasks
+from natheear_tasks.evaluation.errors import ScoreUnavailable, UsageError
+from natheear_tasks.evaluation.task_scores import score_entry
 
 
 def _localization_task(root, splits: object) -> None:
@@ -160,5 +162,5 @@ def test_seld_scores_without_a_reference_event_fail_the_task_not_the_run(tmp_pat
         "folds": {"test": {**undefined, "files": ["test-1.wav"]}},
     }
     (tmp_path / "test.seld-scores.json").write_text(json.dumps({**scores, "file_counts": {}}))
-    with pytest.raises(evaluate.ScoreUnavailable, match="no reference event in the scored frames"):
-        evaluate.score_entry(task, tmp_path, seed=0)
+    with pytest.raises(ScoreUnavailable, match="no reference event in the scored frames"):
+        score_entry(task, tmp_path, seed=0)

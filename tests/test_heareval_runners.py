@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from natheear_helpers import write_task
 
-from natheear_tasks.evaluation import evaluate, heareval_embed
+from natheear_tasks.evaluation import discovery, heareval_embed, task_scores
 
 pytestmark = pytest.mark.slow
 
@@ -97,10 +97,10 @@ def test_patched_predictions_runner_scores_scene_event_and_kfold_tasks(tmp_path)
         (dirs[1], "event", event["test"]["test_score"]),
         (dirs[2], "kfold", kfold["aggregated_scores"]["test_score_mean"]),
     ):
-        task = evaluate.TaskInfo(
+        task = discovery.TaskInfo(
             name, tasks / name, json.loads((d / "task_metadata.json").read_text())
         )
-        items = evaluate.heareval_items(task, d)
+        items = task_scores.heareval_items(task, d)
         assert items.value() == pytest.approx(score, rel=1e-12, abs=1e-12)
         assert len(items.names) == (
             4 * len(FOLDS) if name == "kfold" else 6 if name == "scene" else 4

@@ -39,7 +39,10 @@ from pathlib import Path
 
 from natheear_tasks.demo import curve, synth
 from natheear_tasks.evaluation import evaluate, report, scoring
-from natheear_tasks.evaluation.evaluate import PACKAGE_ROOT, ModelSpec, Settings
+from natheear_tasks.evaluation.discovery import TaskInfo, find_tasks
+from natheear_tasks.evaluation.errors import UsageError
+from natheear_tasks.evaluation.models import ModelSpec, Settings
+from natheear_tasks.evaluation.runs import PACKAGE_ROOT
 from natheear_tasks.paths import name_problem
 
 RELEASED = "labhamlet/gramt-binaural"
@@ -298,7 +301,7 @@ def models(out: Path, released: str | None) -> list[ModelSpec]:
     return specs
 
 
-def constant_guess_errors(task: evaluate.TaskInfo) -> list[float]:
+def constant_guess_errors(task: TaskInfo) -> list[float]:
     """Per-clip DoA errors of the best constant guess: the mean training direction."""
     import torch
 
@@ -316,7 +319,7 @@ def constant_guess_errors(task: evaluate.TaskInfo) -> list[float]:
 def learning_curve(
     out: Path,
     steps: int,
-    tasks: list[evaluate.TaskInfo],
+    tasks: list[TaskInfo],
     settings: Settings,
     main: list,
     workers: int,
@@ -372,7 +375,7 @@ def run_demo(args: argparse.Namespace) -> int:
         references = out / "references.json"
         references.write_text(json.dumps({"baseline": "logmel", "best": "perfect"}) + "\n")
         settings = Settings(args.grid, args.grid_points)
-        found = evaluate.find_tasks(tasks)
+        found = find_tasks(tasks)
         summary, results = evaluate.evaluate(
             models(out, None if args.no_released else args.released),
             found,
@@ -456,6 +459,6 @@ def run(args: argparse.Namespace) -> int:
     except (synth.MissingTools, NotACheckout) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (DemoError, synth.SynthError, evaluate.UsageError) as error:
+    except (DemoError, synth.SynthError, UsageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

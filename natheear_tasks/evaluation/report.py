@@ -1,4 +1,5 @@
-"""The evaluation report: the Markdown table and the PNG plots of a ``summary.json``.
+"""The evaluation report: ``summary.json`` (scores, intervals, s(m), settings, machine), its
+Markdown table and the PNG plots.
 
 Summary layout (written by :mod:`natheear_tasks.evaluation.evaluate`)::
 
@@ -21,9 +22,15 @@ from __future__ import annotations
 
 import io
 import math
+import time
 from pathlib import Path
 
-from natheear_tasks.tasks.taskdir import atomic_write_bytes
+import numpy as np
+
+from natheear_tasks.evaluation import determinism, intervals, scoring
+from natheear_tasks.evaluation.discovery import TaskInfo
+from natheear_tasks.evaluation.models import ModelResult, Settings
+from natheear_tasks.tasks.taskdir import atomic_write_bytes, atomic_write_json
 
 SYMMETRY = 0.2
 METRIC_NAMES = {
@@ -247,3 +254,85 @@ def plot_doa_errors(errors: dict[str, dict[str, list[float]]], path: Path) -> Pa
         label_panel(ax, task, "DoA error (degrees)", "fraction of test files")
     fig.tight_layout()
     return save_png(fig, path)
+
+
+def summarize(
+    results: list[ModelResult],
+    tasks: list[TaskInfo],
+    settings: Settings,
+    references: scoring.References | None,
+) -> dict:
+    """The ``summary.json`` content (see :mod:`natheear_tasks.evaluation.report`)."""
+    scores = {r.spec.label: r.scores for r in results}
+    s_m = None
+    if references is not None:
+        metrics = {t.name: t.metric for t in tasks}
+        primary = {
+            label: {t: e["score"] for t, e in by_task.items()} for label, by_task in scores.items()
+        }
+        s_m = scoring.s_m(references, metrics, primary)
+        s_m["source"] = references.source
+        resampled, unpaired = paired_resamples(results, list(s_m["references"]))
+        per_model = scoring.s_m_resampled(references, metrics, list(s_m["references"]), resampled)
+        for label, entry in s_m["models"].items():
+            values = per_model.get(label)
+            usable = values is not None and entry["s_m"] is not None
+            entry["ci95"] = intervals.percentile_interval(values) if usable else None
+            entry["resamples"] = int(np.isfinite(values).sum()) if usable else 0
+        s_m["unpaired"] = unpaired
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "models": [
+            {
+                "label": r.spec.label,
+                "module": r.spec.module,
+                "model": r.spec.model,
+                "options": r.spec.options,
+                "status": r.status,
+                "reason": r.reason,
+            }
+            for r in results
+        ],
+        "tasks": [t.describe() for t in tasks],
+        "scores": scores,
+        "s_m": s_m,
+        "settings": {
+            **settings.as_dict(),
+            "resamples": intervals.RESAMPLES,
+            "ci_level": intervals.LEVEL,
+        },
+        "environment": determinism.environment(),
+    }
+
+
+def paired_resamples(
+    results: list[ModelResult], tasks: list[str]
+) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
+    """``{label: {task: resampled scores}}`` for the tasks every scored model was tested on
+    with the same items (so their resamples are the same clips), and the tasks where the
+    models' test items differ (a task directory changed between runs): left out."""
+    unpaired = sorted(
+        task for task in tasks if len({r.items[task] for r in results if task in r.items}) > 1
+    )
+    resampled = {
+        r.spec.label: {t: v for t, v in r.resampled.items() if t not in unpaired} for r in results
+    }
+    return resampled, unpaired
+
+
+def write_report(summary: dict, results: list[ModelResult], out: Path) -> list[Path]:
+    """Write ``summary.json``, ``summary.md`` and the PNG plots into ``out``."""
+    atomic_write_json(out / "summary.json", summary, indent=2)
+    atomic_write_bytes(out / "summary.md", markdown_table(summary).encode())
+    written = [
+        out / "summary.json",
+        out / "summary.md",
+        plot_scores(summary, out / "scores.png"),
+    ]
+    errors: dict[str, dict[str, list[float]]] = {}
+    for result in results:
+        for task, values in result.errors.items():
+            errors.setdefault(task, {})[result.spec.label] = values
+    if errors:
+        written.append(plot_doa_errors(errors, out / "doa_errors.png"))
+    return written
