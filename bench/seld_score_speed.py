@@ -23,7 +23,7 @@ import numpy as np
 
 from natheear_tasks.evaluation.seld_metrics import SeldCounts, count_file
 from natheear_tasks.evaluation.seld_score import score_folders
-from natheear_tasks.tasks.dcase import FrameRow, format_frame_csv, read_frame_csv
+from natheear_tasks.formats.dcase_frames import FrameRow, format_frame_csv, read_frame_csv
 
 CLASSES = 13
 

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from natheear_tasks.tasks.dcase import direction_xyz
+from natheear_tasks.formats.dcase_frames import direction_xyz
 
 
 def seld_label(frame: int, cls: int = 0, azimuth: float = 0.0) -> dict:

@@ -15,7 +15,7 @@ from natheear_tasks.ambisonics import (
     stft_size,
     to_ambix,
 )
-from natheear_tasks.tasks.dcase import direction_xyz
+from natheear_tasks.formats.dcase_frames import direction_xyz
 
 RATE = 16000
 

@@ -1,11 +1,12 @@
-"""natheear_tasks.tasks.dcase: the DCASE frame-list CSV, read, checked and written."""
+"""natheear_tasks.formats.dcase_frames: the DCASE frame-list CSV, read, checked and written."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from natheear_tasks.tasks.dcase import (
+from natheear_tasks.formats.dcase_events import EventRow, format_event_csv, parse_event_csv
+from natheear_tasks.formats.dcase_frames import (
     DcaseFormatError,
     FrameRow,
     azimuth_elevation,
@@ -13,7 +14,6 @@ from natheear_tasks.tasks.dcase import (
     format_frame_csv,
     parse_frame_csv,
 )
-from natheear_tasks.tasks.dcase_events import EventRow, format_event_csv, parse_event_csv
 
 
 def test_rows_with_and_without_distance_round_trip():

@@ -185,7 +185,7 @@ def test_report_prints_symmetric_intervals_as_plus_minus():
 
 
 def _seld_file(g: np.random.Generator, events: int) -> tuple[list, list]:
-    from natheear_tasks.tasks.dcase import FrameRow
+    from natheear_tasks.formats.dcase_frames import FrameRow
 
     def rows(count: int, jitter: float) -> list:
         out = []

@@ -17,6 +17,7 @@ from natheear_helpers import write_task
 
 from natheear_tasks.cli import main
 from natheear_tasks.demo import synth
+from natheear_tasks.formats.wav import wav_bytes
 from natheear_tasks.simulation.mix import fft_convolve
 from natheear_tasks.simulation.noise import resample
 from natheear_tasks.simulation.rirbank import RirBank, RirBankError, RirBankWriter, direction_vector
@@ -24,7 +25,7 @@ from natheear_tasks.simulation.rirs import SimulationSettings, build_bank
 from natheear_tasks.tasks import convert as convert_module
 from natheear_tasks.tasks import taskdir
 from natheear_tasks.tasks.journal import Journal, read_journal
-from natheear_tasks.tasks.taskdir import atomic_write_json, wav_bytes
+from natheear_tasks.tasks.taskdir import atomic_write_json
 
 FAST = SimulationSettings(n_rays=3000, max_seconds=0.5)
 

@@ -17,10 +17,10 @@ import torch
 
 from natheear_tasks.ambisonics import active_intensity, ambix_to_fuma, stft_size
 from natheear_tasks.cli import main
+from natheear_tasks.formats.dcase_events import read_event_csv
+from natheear_tasks.formats.dcase_frames import FrameRow, direction_xyz, read_frame_csv
 from natheear_tasks.simulation.recordings import Settings, write_dataset
 from natheear_tasks.tasks import seld
-from natheear_tasks.tasks.dcase import FrameRow, direction_xyz, read_frame_csv
-from natheear_tasks.tasks.dcase_events import read_event_csv
 from natheear_tasks.tasks.publish import OutputError
 from natheear_tasks.tasks.seld_dataset import Dataset, Recording, read_dataset
 from natheear_tasks.tasks.seld_plan import assign_splits

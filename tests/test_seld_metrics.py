@@ -15,7 +15,7 @@ from natheear_tasks.evaluation.seld_metrics import (
     seld_scores,
     unit_vectors,
 )
-from natheear_tasks.tasks.dcase import FrameRow, direction_xyz
+from natheear_tasks.formats.dcase_frames import FrameRow, direction_xyz
 
 
 def event(cls: int, frames, azimuth: float, elevation: float = 0.0, source: int = 0):

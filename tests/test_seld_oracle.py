@@ -16,8 +16,13 @@ from natheear_tasks.baselines.seld_oracle import (
 from natheear_tasks.cli import main
 from natheear_tasks.evaluation.seld_metrics import count_file, seld_scores
 from natheear_tasks.evaluation.seld_score import score_folders
+from natheear_tasks.formats.dcase_frames import (
+    FrameRow,
+    direction_xyz,
+    format_frame_csv,
+    read_frame_csv,
+)
 from natheear_tasks.simulation.recordings import Settings, write_dataset
-from natheear_tasks.tasks.dcase import FrameRow, direction_xyz, format_frame_csv, read_frame_csv
 from natheear_tasks.tasks.seld_dataset import read_dataset
 
 RATE = 16000

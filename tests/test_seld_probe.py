@@ -19,7 +19,7 @@ from natheear_tasks.evaluation.seld_probe import (
     pool_frames,
     targets,
 )
-from natheear_tasks.tasks.dcase import FrameRow, azimuth_elevation, direction_xyz
+from natheear_tasks.formats.dcase_frames import FrameRow, azimuth_elevation, direction_xyz
 
 
 def _random_units(generator: torch.Generator, *shape: int) -> torch.Tensor:

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from natheear_tasks.cli import main
-from natheear_tasks.tasks.dcase import FrameRow, format_frame_csv
+from natheear_tasks.formats.dcase_frames import FrameRow, format_frame_csv
 
 
 def event(cls, frames, azimuth, elevation=0.0, source=0, distance=None):

@@ -11,6 +11,8 @@ import torch
 
 from natheear_tasks.ambisonics import active_intensity, ambix_to_fuma, stft_size
 from natheear_tasks.cli import main
+from natheear_tasks.formats.dcase_events import read_event_csv
+from natheear_tasks.formats.dcase_frames import read_frame_csv
 from natheear_tasks.simulation.recordings import (
     Event,
     Settings,
@@ -23,8 +25,6 @@ from natheear_tasks.simulation.recordings import (
 from natheear_tasks.simulation.rirs import AmbisonicsReceiver
 from natheear_tasks.simulation.rooms import Placement
 from natheear_tasks.simulation.sounds import CLASSES, dry_sound
-from natheear_tasks.tasks.dcase import read_frame_csv
-from natheear_tasks.tasks.dcase_events import read_event_csv
 
 RATE = 16000
 

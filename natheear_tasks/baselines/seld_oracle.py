@@ -49,7 +49,12 @@ from natheear_tasks.ambisonics import (
 )
 from natheear_tasks.atomic import atomic_folder
 from natheear_tasks.exits import ALL_OR_NOTHING, run_command
-from natheear_tasks.tasks.dcase import FRAME_SECONDS, FrameRow, azimuth_elevation, format_frame_csv
+from natheear_tasks.formats.dcase_frames import (
+    FRAME_SECONDS,
+    FrameRow,
+    azimuth_elevation,
+    format_frame_csv,
+)
 from natheear_tasks.tasks.seld_dataset import (
     DEFAULT_AUDIO_DIR,
     DEFAULT_METADATA_DIR,

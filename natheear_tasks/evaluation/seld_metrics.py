@@ -56,7 +56,7 @@ Where the official code divides by ``x + eps`` this code divides by ``x`` and re
 official's value for ``x = 0`` (F20 0, LE_CD 180, LR_CD 0), so a perfect system scores
 exactly 1 rather than 1 - 1e-16. Within a frame and class the official code orders rows as
 they are in the file, this code by source index: the same for files written sorted (as
-:func:`natheear_tasks.tasks.dcase.format_frame_csv` writes them); it only matters for a
+:func:`natheear_tasks.formats.dcase_frames.format_frame_csv` writes them); it only matters for a
 frame with two reference events of one class listed out of source order.
 """
 
@@ -69,7 +69,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from natheear_tasks.tasks.dcase import FrameRow
+from natheear_tasks.formats.dcase_frames import FrameRow
 
 FRAMES_PER_SEGMENT = 10
 DOA_THRESHOLD_DEG = 20.0
@@ -159,7 +159,7 @@ def angular_distance(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def unit_vectors(azimuth: np.ndarray, elevation: np.ndarray) -> np.ndarray:
     """``(N, 3)`` directions ``[x, y, z]`` (x forward, y left, z up) of angles in degrees,
-    as :func:`natheear_tasks.tasks.dcase.direction_xyz`, batched."""
+    as :func:`natheear_tasks.formats.dcase_frames.direction_xyz`, batched."""
     az, el = np.radians(azimuth), np.radians(elevation)
     return np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], axis=-1)
 
@@ -251,7 +251,8 @@ def count_file(
     """SELD counts of one recording (see the module docstring).
 
     Args:
-        reference, prediction: frame-list rows (:func:`natheear_tasks.tasks.dcase.read_frame_csv`).
+        reference, prediction: frame-list rows
+            (:func:`natheear_tasks.formats.dcase_frames.read_frame_csv`).
         num_classes: ``C``; every class index must be in ``[0, C)``.
         num_frames: the recording's length in 100-ms frames; no row may lie beyond it. None:
             the DCASE convention (:func:`scored_segments`), rows beyond the scored segments

@@ -62,8 +62,8 @@ from torch import Tensor, nn
 from natheear_tasks.evaluation import determinism, doa_probe, probe_training
 from natheear_tasks.evaluation.probe_training import FitResult, fold_name, predict
 from natheear_tasks.evaluation.seld_metrics import SeldCounts, count_file, seld_scores
+from natheear_tasks.formats.dcase_frames import FRAME_SECONDS, FrameRow, azimuth_elevation
 from natheear_tasks.paths import check_name
-from natheear_tasks.tasks.dcase import FRAME_SECONDS, FrameRow, azimuth_elevation
 from natheear_tasks.tasks.taskdir import atomic_write_json
 
 PREDICTION_TYPE = "seld"

@@ -24,7 +24,7 @@ from natheear_tasks.evaluation.seld_metrics import (
     seld_scores,
 )
 from natheear_tasks.exits import run_command
-from natheear_tasks.tasks.dcase import DcaseFormatError, FrameRow, read_frame_csv
+from natheear_tasks.formats.dcase_frames import DcaseFormatError, FrameRow, read_frame_csv
 from natheear_tasks.tasks.taskdir import TaskError, atomic_write_json
 
 COMMAND = Path("seld-score")  # the name heading the list of problems

@@ -55,8 +55,11 @@ import numpy as np
 import torch
 
 from natheear_tasks.ambisonics import CHANNEL_ORDERS, ambix_to_fuma
-from natheear_tasks.atomic import atomic_folder
+from natheear_tasks.atomic import atomic_folder, atomic_write_bytes
 from natheear_tasks.exits import ALL_OR_NOTHING, run_command
+from natheear_tasks.formats.dcase_events import EventRow, format_event_csv
+from natheear_tasks.formats.dcase_frames import FRAME_SECONDS, FrameRow, format_frame_csv
+from natheear_tasks.formats.wav import wav_bytes
 from natheear_tasks.pool import run_jobs
 from natheear_tasks.seeding import derive_seed, generator
 from natheear_tasks.simulation import rooms
@@ -65,9 +68,6 @@ from natheear_tasks.simulation.noise import SynthesizedNoise
 from natheear_tasks.simulation.rirs import AmbisonicsReceiver, SimulationSettings, simulate
 from natheear_tasks.simulation.rooms import Placement, Scene
 from natheear_tasks.simulation.sounds import CLASSES, dry_sound
-from natheear_tasks.tasks.dcase import FRAME_SECONDS, FrameRow, format_frame_csv
-from natheear_tasks.tasks.dcase_events import EventRow, format_event_csv
-from natheear_tasks.tasks.taskdir import atomic_write_bytes, wav_bytes
 
 LAYOUTS = ("frames", "events")
 KINDS = ("lone", "different", "same", "silence")

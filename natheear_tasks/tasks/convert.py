@@ -38,6 +38,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from natheear_tasks.formats.wav import wav_bytes
 from natheear_tasks.paths import name_problem
 from natheear_tasks.pool import run_jobs
 from natheear_tasks.seeding import generator
@@ -69,7 +70,6 @@ from natheear_tasks.tasks.taskdir import (
     atomic_write_bytes,
     atomic_write_json,
     read_task,
-    wav_bytes,
 )
 
 SNR_DB = (5.0, 40.0)

@@ -30,11 +30,12 @@ import torch
 
 from natheear_tasks.ambisonics import CHANNEL_ORDERS, to_ambix
 from natheear_tasks.exits import RESUMABLE, run_command
+from natheear_tasks.formats.dcase_frames import FRAME_SECONDS
+from natheear_tasks.formats.wav import wav_bytes
 from natheear_tasks.pool import run_jobs
 from natheear_tasks.simulation.noise import resample
 from natheear_tasks.tasks import localize
 from natheear_tasks.tasks.channel_order import OrderCheck, check_order
-from natheear_tasks.tasks.dcase import FRAME_SECONDS
 from natheear_tasks.tasks.journal import Journal, read_journal
 from natheear_tasks.tasks.publish import (
     OutputError,
@@ -68,7 +69,6 @@ from natheear_tasks.tasks.taskdir import (
     TaskError,
     atomic_write_bytes,
     atomic_write_json,
-    wav_bytes,
 )
 
 TASKS = ("events", "localization", "seld")

@@ -3,9 +3,9 @@
 Two layouts (``/work/shared/reference/seld.md``; README: natheear_tasks, SELD datasets):
 
 * ``frames`` (TAU-NIGENS Spatial Sound Events 2020/2021, STARSS22/23): frame-list CSVs
-  (:mod:`natheear_tasks.tasks.dcase`); the fold is the ``foldN_`` prefix of the file name;
+  (:mod:`natheear_tasks.formats.dcase_frames`); the fold is the ``foldN_`` prefix of the file name;
 * ``events`` (TUT Sound Events 2018, TAU Spatial Sound Events 2019): event-list CSVs
-  (:mod:`natheear_tasks.tasks.dcase_events`); the fold is the ``splitN_`` prefix.
+  (:mod:`natheear_tasks.formats.dcase_events`); the fold is the ``splitN_`` prefix.
 
 Wavs sit in ``SRC/<audio_dir>/[<subset>/...]<stem>.wav`` (default ``foa_dev``), their labels in
 ``SRC/<metadata_dir>/[<subset>/...]<stem>.csv`` (default ``metadata_dev``); the subset is the
@@ -36,9 +36,15 @@ from pathlib import Path
 
 import soundfile as sf
 
-from natheear_tasks.tasks.dcase import FRAME_SECONDS, DcaseFormatError, FrameRow, read_frame_csv
-from natheear_tasks.tasks.dcase_events import read_event_csv
-from natheear_tasks.tasks.taskdir import FLOAT_SUBTYPES, TaskError, check_finite
+from natheear_tasks.formats.dcase_events import read_event_csv
+from natheear_tasks.formats.dcase_frames import (
+    FRAME_SECONDS,
+    DcaseFormatError,
+    FrameRow,
+    read_frame_csv,
+)
+from natheear_tasks.formats.wav import FLOAT_SUBTYPES
+from natheear_tasks.tasks.taskdir import TaskError, check_finite
 
 LAYOUTS = ("frames", "events")
 FOLD_PREFIX = {"frames": re.compile(r"^fold(\d+)_"), "events": re.compile(r"^split(\d+)_")}

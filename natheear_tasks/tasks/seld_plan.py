@@ -22,8 +22,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from natheear_tasks.formats.dcase_frames import (
+    FRAME_SECONDS,
+    FrameRow,
+    azimuth_elevation,
+    direction_xyz,
+)
 from natheear_tasks.seeding import derive_seed
-from natheear_tasks.tasks.dcase import FRAME_SECONDS, FrameRow, azimuth_elevation, direction_xyz
 from natheear_tasks.tasks.seld_dataset import Dataset, Recording
 from natheear_tasks.tasks.taskdir import TaskError
 

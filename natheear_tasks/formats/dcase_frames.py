@@ -23,7 +23,7 @@ FRAME_SECONDS = 0.1
 
 class DcaseFormatError(ValueError):
     """A metadata or output CSV that does not follow its DCASE format (``kind``: the frame
-    list here, the event list in :mod:`natheear_tasks.tasks.dcase_events`); ``problems``
+    list here, the event list in :mod:`natheear_tasks.formats.dcase_events`); ``problems``
     lists every bad row (``line N: what``)."""
 
     def __init__(self, path: Path, problems: list[str], kind: str = "frame-list") -> None:

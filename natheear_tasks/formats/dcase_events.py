@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from natheear_tasks.tasks.dcase import DcaseFormatError, direction_xyz, position_problems
+from natheear_tasks.formats.dcase_frames import DcaseFormatError, direction_xyz, position_problems
 
 HEADER = ("sound_event_recording", "start_time", "end_time", "ele", "azi", "dist")
 KIND = "event-list"
