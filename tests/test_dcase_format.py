@@ -13,6 +13,7 @@ from natheear_tasks.formats.dcase_frames import (
     direction_xyz,
     format_frame_csv,
     parse_frame_csv,
+    parse_output_csv,
 )
 
 
@@ -35,12 +36,12 @@ def test_every_bad_row_is_listed():
     problems = info.value.problems
     assert len(problems) == 7
     assert "azimuth 190.0" in problems[0] and problems[0].startswith("line 1")
-    assert "integers" in problems[1]
-    assert "class 5 outside [0, 3)" in problems[2]
+    assert "class 'x' is not an integer in [0, 2]" in problems[1]
+    assert "class '5' is not an integer in [0, 2]" in problems[2]
     assert "elevation 95.0" in problems[3]
     assert "4 columns" in problems[4]
     assert "given twice" in problems[5] and problems[5].startswith("line 7")
-    assert "negative frame" in problems[6]
+    assert "frame '-1' is not an integer" in problems[6]
     assert "bad.csv" in str(info.value)
 
 
@@ -104,3 +105,26 @@ def test_event_list_header_is_required():
         parse_event_csv("speech,0,1,0,0,1\n", Path("no-header.csv"))
     with pytest.raises(DcaseFormatError, match="no header"):
         parse_event_csv("", Path("empty.csv"))
+
+
+@pytest.mark.parametrize(
+    "row",
+    ["inf,0,0,0,0", "1e400,0,0,0,0", "0,99999999999999999999999,0,0,0", "0,0,nan,0,0",
+     "360000001,0,0,0,0", "0,0,1e30,0,0"],
+)  # fmt: skip
+def test_integer_columns_beyond_their_range_are_listed_rows(row):
+    """inf, 1e400, integers beyond int64 and frames past MAX_FRAME are bad rows, not
+    OverflowError tracebacks or huge allocations later."""
+    with pytest.raises(DcaseFormatError, match="is not an integer in"):
+        parse_frame_csv(row + "\n", Path("bad.csv"))
+    with pytest.raises(DcaseFormatError, match="is not an integer in"):
+        parse_output_csv(row + "\n", Path("bad.csv"))
+
+
+def test_outputs_keep_file_order_repeats_and_cartesian_rows():
+    text = "\ufeff3,1,0,10,0\n3,0,0,20,5\n3,0,0,-30,0\n4,0,0,0.0,1.0,0.0,0\n"
+    rows = parse_output_csv(text, Path("out.csv"))
+    assert [(r.frame, r.cls, r.azimuth) for r in rows[:3]] == [(3, 1, 10), (3, 0, 20), (3, 0, -30)]
+    assert rows[3].azimuth == pytest.approx(90) and rows[3].elevation == pytest.approx(0)
+    with pytest.raises(DcaseFormatError, match="given twice"):
+        parse_frame_csv("3,0,0,20,5\n3,0,0,-30,0\n", Path("dataset.csv"))

@@ -1,21 +1,23 @@
 """natheear_tasks.evaluation.seld_metrics: the DCASE 2022-2023 SELD metrics on hand-worked
-cases. Expected values are worked out in the comments from the definitions in the module
-docstring (1-s segments of ten 100-ms frames; a file is scored up to the segment of its
-last reference frame L: ceil(L / 10) segments)."""
+cases, on the official code's borderline decisions, and against a loop written from the
+definitions. Expected values are worked out in the comments from the definitions in the
+module docstring (1-s segments of ten 100-ms frames; a file is scored up to the segment of
+its last reference frame L: ceil(L / 10) segments)."""
 
-import math
+import random
 
 import numpy as np
 import pytest
+from scipy.optimize import linear_sum_assignment
 
 from natheear_tasks.evaluation.seld_metrics import (
     SeldCounts,
+    angular_distance,
     count_file,
     scored_segments,
     seld_scores,
-    unit_vectors,
 )
-from natheear_tasks.formats.dcase_frames import FrameRow, direction_xyz
+from natheear_tasks.formats.dcase_frames import FrameRow
 
 
 def event(cls: int, frames, azimuth: float, elevation: float = 0.0, source: int = 0):
@@ -36,7 +38,9 @@ def test_oracle_predictions_score_perfectly():
     moving = [FrameRow(f, 1, 0, -170 + 12.5 * f, 40 - 3 * f) for f in range(3, 25)]
     reference = event(0, range(0, 25), 45) + event(0, range(8, 18), -120, 20, 1) + moving
     s = scores(reference, reference, num_classes=2)
-    assert values(s) == [0.0, 1.0, 0.0, 1.0, 0.0]  # exactly: no eps in the ratios
+    # the official arccos of equal directions is up to ~1e-6 degrees, not 0
+    assert values(s) == pytest.approx([0.0, 1.0, 0.0, 1.0, 0.0], abs=1e-6)
+    assert s.le_cd > 0
 
 
 def test_prediction_rotated_by_30_degrees():
@@ -48,7 +52,7 @@ def test_prediction_rotated_by_30_degrees():
     # every paired track is 30 > 20 degrees off: a spatial FP, counted as an insertion
     # (loc_FP 1, loc_FN 0 per track): I = 3 = N_ref, ER20 = 1; F20 = 0 / (0 + 3) = 0;
     # LE_CD = 30 for both classes; all tracks paired, LR_CD = 1
-    assert s.er20 == 1.0 and s.f20 == 0.0 and s.lr_cd == 1.0
+    assert (s.er20, s.f20, s.lr_cd) == pytest.approx((1.0, 0.0, 1.0))
     assert s.le_cd == pytest.approx(30, abs=1e-9)
     assert s.seld == pytest.approx((1 + 1 + 30 / 180 + 0) / 4)
 
@@ -57,8 +61,8 @@ def test_prediction_rotated_by_30_degrees():
 def test_the_20_degree_threshold(off, true_positive):
     reference = event(0, range(10), 0) + event(0, [10], 0)  # L = 10: one segment, frames 0-9
     s = scores(reference, event(0, range(10), off), num_classes=1)
-    assert s.f20 == (1.0 if true_positive else 0.0)
-    assert s.er20 == (0.0 if true_positive else 1.0)
+    assert s.f20 == pytest.approx(1.0 if true_positive else 0.0)
+    assert s.er20 == pytest.approx(0.0 if true_positive else 1.0)
     assert s.le_cd == pytest.approx(off)
 
 
@@ -67,11 +71,11 @@ def test_track_error_is_the_mean_over_its_frames():
     # 5 frames 0 degrees off, 5 frames 50 off: the track's error is 25 > 20, a spatial FP
     half = event(0, range(5), 0) + event(0, range(5, 10), 50)
     s = scores(reference, half, num_classes=1)
-    assert (s.f20, s.er20) == (0.0, 1.0) and s.le_cd == pytest.approx(25)
+    assert (s.f20, s.er20, s.le_cd) == pytest.approx((0.0, 1.0, 25))
     # 6 frames at 0, 4 at 30: mean 12, a true positive although 4 frames are 30 off
     most = event(0, range(6), 0) + event(0, range(6, 10), 30)
     s = scores(reference, most, num_classes=1)
-    assert (s.f20, s.er20) == (1.0, 0.0) and s.le_cd == pytest.approx(12)
+    assert (s.f20, s.er20, s.le_cd) == pytest.approx((1.0, 0.0, 12))
 
 
 def test_missed_event():
@@ -157,8 +161,11 @@ def test_a_class_without_reference_counts_as_zero_in_the_macro_averages():
     reference = event(0, range(10), 0) + event(1, range(10), 90)
     s = scores(reference, reference, num_classes=3)  # class 2 never occurs
     # class 2: F20 0 (0 / 0), LE_CD 180, LR_CD 0, as the DCASE code gives
-    assert s.class_f20.tolist() == [1.0, 1.0, 0.0] and s.class_le_cd.tolist() == [0, 0, 180]
-    assert values(s) == pytest.approx([0.0, 2 / 3, 60.0, 2 / 3, (0 + 1 / 3 + 1 / 3 + 1 / 3) / 4])
+    assert s.class_f20.tolist() == pytest.approx([1.0, 1.0, 0.0])
+    assert s.class_le_cd.tolist() == pytest.approx([0, 0, 180], abs=1e-6)
+    assert values(s) == pytest.approx(
+        [0.0, 2 / 3, 60.0, 2 / 3, (0 + 1 / 3 + 1 / 3 + 1 / 3) / 4], abs=1e-6
+    )
 
 
 def test_official_quirk_no_common_frame_counts_the_predicted_tracks_as_misses():
@@ -177,7 +184,7 @@ def test_official_quirk_tracks_are_ranks_within_a_frame():
     assert count_file(reference, reference, 1).n_ref.tolist() == [1]
     # predicting the first direction throughout: the track's error is (5*0 + 5*90) / 10
     s = scores(reference, event(0, range(10), 0), num_classes=1)
-    assert (s.er20, s.f20) == (1.0, 0.0) and s.le_cd == pytest.approx(45)
+    assert (s.er20, s.f20, s.le_cd) == pytest.approx((1.0, 0.0, 45))
 
 
 def test_segments_end_with_the_last_reference_frame_unless_a_length_is_given():
@@ -185,12 +192,12 @@ def test_segments_end_with_the_last_reference_frame_unless_a_length_is_given():
     assert scored_segments(reference) == 1 and scored_segments(reference, 20) == 2
     extra = reference + event(0, [15], 0, source=1) + event(1, [12, 13], 90)
     s = scores(reference, extra, num_classes=2)
-    assert s.er20 == 0.0 and s.class_f20[0] == 1.0  # rows after frame 9 were not scored
+    assert (s.er20, s.class_f20[0]) == pytest.approx((0.0, 1.0))  # rows after frame 9: unscored
     # with the recording's length (20 frames), segment 1 counts: class 0 frame 10 paired,
     # the class 1 rows an insertion: ER20 = 1 / 2; F20 = mean(1, 0); LE_CD = mean(0, 180);
     # LR_CD = mean(1, 0)
     s = scores(reference, extra, num_classes=2, num_frames=20)
-    assert values(s) == pytest.approx([0.5, 0.5, 90.0, 0.5, 0.5])
+    assert values(s) == pytest.approx([0.5, 0.5, 90.0, 0.5, 0.5], abs=1e-6)
     assert scored_segments([]) == 0
 
 
@@ -200,14 +207,130 @@ def test_bad_arguments_are_refused():
         count_file(reference, event(3, range(10), 0), num_classes=2)
     with pytest.raises(ValueError, match="beyond num_frames=8"):
         count_file(reference, reference, 1, num_frames=8)
-    with pytest.raises(ValueError, match="ER20 is undefined"):
-        seld_scores(count_file([], event(0, range(10), 0), 1, num_frames=10))
+    # no reference event: the official code's values (1 insertion / eps), not an exception
+    counts = count_file([], event(0, range(10), 0), 1, num_frames=10)
+    assert seld_scores(counts).er20 == 1 / np.finfo(np.float64).eps
     with pytest.raises(ValueError, match="counts of 1 and 2 classes"):
         SeldCounts.zeros(1) + SeldCounts.zeros(2)
 
 
-def test_unit_vectors_match_direction_xyz():
-    az, el = np.array([0.0, 90.0, -135.0, 180.0]), np.array([0.0, 10.0, -45.0, 89.0])
-    expected = np.array([direction_xyz(a, e) for a, e in zip(az, el, strict=True)])
-    np.testing.assert_allclose(unit_vectors(az, el), expected, atol=1e-15)
-    assert math.isclose(np.linalg.norm(unit_vectors(az, el), axis=1).max(), 1.0)
+@pytest.mark.parametrize(("reference_az", "official_side"), [(0.0, True), (45.0, False)])
+def test_exactly_20_degrees_off_falls_where_the_official_formula_puts_it(
+    reference_az, official_side
+):
+    """20 degrees apart at elevation 0 computes to 19.999999999999993 from azimuth 0 and to
+    20.00000000000001 from azimuth 45 with the official spherical formula (the angle of the
+    unit vectors by atan2 gives 20.0 for the second: a true positive there)."""
+    distance = angular_distance(
+        np.array([reference_az]), np.zeros(1), np.array([reference_az + 20]), np.zeros(1)
+    )[0]
+    assert (distance <= 20) == official_side
+    reference = event(0, range(10), reference_az) + event(0, [10], 0)
+    s = scores(reference, event(0, range(10), reference_az + 20), num_classes=1)
+    assert (s.f20 > 0.5) == official_side
+
+
+def reference_counts(reference, prediction, num_classes, per_segment=10, threshold=20.0):
+    """The counts by one loop over segments, classes and frames, from the module
+    docstring's definitions and the official angle formula (rows in file order)."""
+    segments = scored_segments(reference, None, per_segment)
+    tp, fp, fp_sp, fn, n_ref = (np.zeros(num_classes, dtype=np.int64) for _ in range(5))
+    le_sum = np.zeros(num_classes)
+    s_total = d_total = i_total = 0
+
+    def cells(rows, seg, cls):
+        out = {}
+        for r in rows:
+            if r.cls == cls and r.frame // per_segment == seg:
+                out.setdefault(r.frame, []).append((r.azimuth, r.elevation))
+        return out
+
+    for seg in range(segments):
+        loc_fp = loc_fn = 0
+        for cls in range(num_classes):
+            ref, pred = cells(reference, seg, cls), cells(prediction, seg, cls)
+            nr = max((len(v) for v in ref.values()), default=0)
+            npred = max((len(v) for v in pred.values()), default=0)
+            n_ref[cls] += nr
+            if nr and npred:
+                tracks = {}
+                for frame in sorted(ref):
+                    if frame not in pred:
+                        continue
+                    g, p = np.array(ref[frame]), np.array(pred[frame])
+                    cost = np.zeros((len(g), len(p)))
+                    for j in range(len(p)):
+                        for i in range(len(g)):
+                            cost[i, j] = angular_distance(
+                                g[i : i + 1, 0], g[i : i + 1, 1], p[j : j + 1, 0], p[j : j + 1, 1]
+                            )[0]
+                    rows, cols = linear_sum_assignment(cost)
+                    for i, j in zip(rows, cols, strict=True):
+                        tracks.setdefault(i, []).append(cost[i, j])
+                if not tracks:
+                    loc_fn += npred
+                    fn[cls] += npred
+                    continue
+                for errors in tracks.values():
+                    mean = sum(errors) / len(errors)
+                    le_sum[cls] += mean
+                    if mean <= threshold:
+                        tp[cls] += 1
+                    else:
+                        loc_fp += 1
+                        fp_sp[cls] += 1
+                if npred > nr:
+                    loc_fp += npred - nr
+                    fp[cls] += npred - nr
+                elif npred < nr:
+                    loc_fn += nr - npred
+                    fn[cls] += nr - npred
+            elif nr:
+                loc_fn += nr
+                fn[cls] += nr
+            elif npred:
+                loc_fp += npred
+                fp[cls] += npred
+        s_total += min(loc_fp, loc_fn)
+        d_total += max(0, loc_fn - loc_fp)
+        i_total += max(0, loc_fp - loc_fn)
+    return SeldCounts(tp, fp, fp_sp, fn, n_ref, le_sum, s_total, d_total, i_total)
+
+
+def random_rows(rng, frames, classes, grid):
+    """Rows on a coarse grid of directions, so that ties and exact 20-degree gaps occur."""
+    rows = []
+    for frame in range(frames):
+        for _ in range(rng.choice([0, 0, 1, 1, 2, 3])):
+            rows.append(FrameRow(frame, rng.randrange(classes), 0, rng.choice(grid),
+                                 rng.choice([0.0, 0.0, 20.0, -20.0])))  # fmt: skip
+    return rows
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_counts_equal_a_loop_over_the_definitions(seed):
+    """Random files with repeated source ids (as the 2023 baseline writes them), rows out of
+    order within frames, collinear directions 10 degrees apart (Hungarian ties) and exact
+    20-degree gaps: the vectorized counts equal the loop's, bit for bit."""
+    rng = random.Random(seed)
+    grid = [float(a) for a in range(-180, 180, 10)]
+    reference = random_rows(rng, 60, 3, grid)
+    prediction = random_rows(rng, 65, 3, grid)
+    rng.shuffle(prediction)
+    prediction.sort(key=lambda r: r.frame)  # frames in order, rows within them shuffled
+    ours = count_file(reference, prediction, 3)
+    expected = reference_counts(reference, prediction, 3)
+    for name in ("tp", "fp", "fp_spatial", "fn", "n_ref"):
+        assert getattr(ours, name).tolist() == getattr(expected, name).tolist(), name
+    np.testing.assert_allclose(ours.le_sum, expected.le_sum, rtol=0, atol=0)
+    assert (ours.substitutions, ours.deletions, ours.insertions) == (
+        expected.substitutions, expected.deletions, expected.insertions
+    )  # fmt: skip
+
+
+def test_micro_averaging_uses_the_summed_counts():
+    reference = event(0, range(10), 0) + event(1, range(10), 90)
+    prediction = event(0, range(10), 0) + event(1, range(10), 130)  # class 1: 40 off
+    s = seld_scores(count_file(reference, prediction, 2), "micro")
+    # TP 1, FP_spatial 1: F = 1 / (1 + 1) = 1/2; LE = (0 + 40) / 2; LR = 2 / 2
+    assert (s.f20, s.le_cd, s.lr_cd) == pytest.approx((0.5, 20.0, 1.0))

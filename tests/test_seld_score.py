@@ -34,7 +34,13 @@ def folders(tmp_path):
 def test_scores_folders_end_to_end(folders, tmp_path, capsys):
     ref, pred = folders
     out = tmp_path / "scores" / "seld.json"
+    # as DCASE: b has no prediction and is not scored
     assert main(["seld-score", "--ref", str(ref), "--pred", str(pred), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert (result["D"], result["I"], result["N_ref"]) == (0, 2, 3)
+    assert "not scored (as in DCASE): b" in capsys.readouterr().out
+    assert main(["seld-score", "--ref", str(ref), "--pred", str(pred), "--json", str(out),
+                 "--score-missing"]) == 0  # fmt: skip
     result = json.loads(out.read_text())
     # a: class 0 one TP; class 1 paired in both segments 30 degrees off: 2 spatial FP, each
     # an insertion. b: not predicted, all missed: 2 deletions. ER20 = (2 + 2) / 5.
@@ -55,7 +61,7 @@ def test_scores_folders_end_to_end(folders, tmp_path, capsys):
 
     # 4 classes: class 3 has no reference and counts F20 0, LE_CD 180, LR_CD 0
     assert main(["seld-score", "--ref", str(ref), "--pred", str(pred), "--json", str(out),
-                 "--num-classes", "4"]) == 0  # fmt: skip
+                 "--num-classes", "4", "--score-missing"]) == 0  # fmt: skip
     result = json.loads(out.read_text())
     assert result["num_classes_from"] == "--num-classes"
     assert result["F20"] == pytest.approx(1 / 4) and result["LE_CD"] == pytest.approx(97.5)
@@ -74,7 +80,7 @@ def test_bad_input_is_listed_and_nothing_written(folders, tmp_path, capsys):
     error = capsys.readouterr().err
     assert "3 problem(s)" in error
     assert f"{ref / 'a.csv'}: line 2: azimuth 200.0 outside [-180, 180]" in error
-    assert f"{ref / 'a.csv'}: line 3: class 5 outside [0, 3)" in error
+    assert f"{ref / 'a.csv'}: line 3: class '5' is not an integer in [0, 2]" in error
     assert f"{pred / 'c.csv'}: no reference c.csv in {ref}" in error
 
 
@@ -104,3 +110,44 @@ def test_help():
     with pytest.raises(SystemExit) as exit_info:
         main(["seld-score", "--help"])
     assert exit_info.value.code == 0
+
+
+def test_the_2023_baseline_output_scores_as_its_polar_equivalent(folders, tmp_path, capsys):
+    """frame,class,source,x,y,z,distance with source 0 on every row (as the DCASE 2023
+    baseline writes them), two rows of one class in a frame included."""
+    ref, pred = folders
+    polar = tmp_path / "polar"
+    polar.mkdir()
+    (polar / "a.csv").write_text("".join(f"{f},0,0,0.00,0.00\n" for f in range(10))
+                                 + "".join(f"{f},1,0,120.00,0.00\n" for f in range(5, 15))
+                                 + "7,1,0,-60.00,0.00\n")  # fmt: skip
+    cartesian = tmp_path / "cartesian"
+    cartesian.mkdir()
+    (cartesian / "a.csv").write_text(
+        "".join(f"{f},0,0,1.0,0.0,0.0,0\n" for f in range(10))
+        + "".join(f"{f},1,0,-0.5,0.8660254037844386,0.0,0\n" for f in range(5, 15))
+        + "7,1,0,0.5,-0.8660254037844386,0.0,0\n"
+    )
+    results = []
+    for folder in (polar, cartesian):
+        out = tmp_path / f"{folder.name}.json"
+        assert (
+            main(["seld-score", "--ref", str(ref), "--pred", str(folder), "--json", str(out)]) == 0
+        )
+        results.append(json.loads(out.read_text()))
+    for key in ("ER20", "F20", "LE_CD", "LR_CD", "SELD"):
+        assert results[0][key] == pytest.approx(results[1][key], abs=1e-9), key
+    assert results[0]["classes"][1]["FP"] == 1  # the repeated row: one more predicted track
+
+
+def test_bounds_and_output_path_are_checked_before_scoring(folders, tmp_path, capsys):
+    ref, pred = folders
+    assert main(["seld-score", "--ref", str(ref), "--pred", str(pred), "--json",
+                 str(tmp_path)]) == 2  # fmt: skip
+    assert "is a folder; name a file" in capsys.readouterr().err
+    assert main(["seld-score", "--ref", str(ref), "--pred", str(pred), "--num-classes",
+                 "100000000"]) == 2  # fmt: skip
+    assert "--num-classes must be in [1, 1000]" in capsys.readouterr().err
+    (ref / "a.csv").write_text("100000000,0,0,0,0\n")
+    assert main(["seld-score", "--ref", str(ref), "--pred", str(pred)]) == 2
+    assert "frame '100000000' is not an integer in" in capsys.readouterr().err

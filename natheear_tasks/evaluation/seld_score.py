@@ -1,12 +1,14 @@
 """natheear-tasks seld-score: the DCASE SELD metrics of system outputs against reference
-metadata, both folders of frame-list CSVs (``frame,class,source,azimuth,elevation``).
+metadata, both folders of frame-list CSVs (``frame,class,source,azimuth,elevation``, a
+sixth column the distance; or the DCASE 2023 baseline's ``frame,class,source,x,y,z,dist``).
 
-Files are matched by stem: a reference without a prediction is scored as all missed (an
-empty prediction; the DCASE code would skip it), a prediction without a reference is an
-error. Only the ``*.csv`` files directly inside each folder are read. The number of classes
-is ``--num-classes``, else the largest class index seen on either side + 1. Each file is
-scored on the segments up to its last reference frame, as the DCASE evaluation does
-(:mod:`natheear_tasks.evaluation.seld_metrics`); rows left out are counted in the notes.
+Scored as the official DCASE evaluation scores them (:mod:`natheear_tasks.evaluation.
+seld_metrics`): files are matched by stem and only references with a prediction are scored
+(``--score-missing`` scores the others as all missed), rows keep their file order, each file
+is scored on the segments up to its last reference frame; rows left out are counted in the
+notes. A prediction without a reference is an error. Only the ``*.csv`` files directly
+inside each folder are read. The number of classes is ``--num-classes``, else the largest
+class index seen on either side + 1 (at most 1000).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from natheear_tasks.evaluation.seld_metrics import (
+    DOA_THRESHOLD_DEG,
     FRAMES_PER_SEGMENT,
     SeldCounts,
     SeldScores,
@@ -24,7 +27,12 @@ from natheear_tasks.evaluation.seld_metrics import (
     seld_scores,
 )
 from natheear_tasks.exits import run_command
-from natheear_tasks.formats.dcase_frames import DcaseFormatError, FrameRow, read_frame_csv
+from natheear_tasks.formats.dcase_frames import (
+    MAX_CLASSES,
+    DcaseFormatError,
+    FrameRow,
+    read_output_csv,
+)
 from natheear_tasks.tasks.taskdir import TaskError, atomic_write_json
 
 COMMAND = Path("seld-score")  # the name heading the list of problems
@@ -120,7 +128,7 @@ def _csv_files(folder: Path, role: str, problems: list[str]) -> dict[str, Path]:
 
 def _read(path: Path, num_classes: int | None, problems: list[str]) -> list[FrameRow]:
     try:
-        rows = read_frame_csv(path, num_classes)
+        rows = read_output_csv(path, num_classes)
     except DcaseFormatError as error:
         problems.extend(f"{path}: {p}" for p in error.problems)
         return []
@@ -138,9 +146,15 @@ def _read(path: Path, num_classes: int | None, problems: list[str]) -> list[Fram
 
 
 def score_folders(
-    ref_dir: str | Path, pred_dir: str | Path, num_classes: int | None = None
+    ref_dir: str | Path,
+    pred_dir: str | Path,
+    num_classes: int | None = None,
+    threshold: float = DOA_THRESHOLD_DEG,
+    average: str = "macro",
+    score_missing: bool = False,
 ) -> SeldReport:
-    """Score every reference CSV of ``ref_dir`` against its namesake in ``pred_dir``.
+    """Score the reference CSVs of ``ref_dir`` that have a namesake in ``pred_dir`` (all of
+    them with ``score_missing``, the others as all missed).
 
     Raises:
         TaskError: every problem found (missing folders, bad rows, predictions without a
@@ -148,9 +162,11 @@ def score_folders(
     """
     ref_dir, pred_dir = Path(ref_dir), Path(pred_dir)
     problems: list[str] = []
-    if num_classes is not None and num_classes < 1:
-        problems.append(f"--num-classes must be a positive integer, got {num_classes}")
+    if num_classes is not None and not 1 <= num_classes <= MAX_CLASSES:
+        problems.append(f"--num-classes must be in [1, {MAX_CLASSES}], got {num_classes}")
         num_classes = None
+    if not 0 < threshold <= 180:
+        problems.append(f"--doa-threshold must be in (0, 180] degrees, got {threshold}")
     ref_files = _csv_files(ref_dir, "reference", problems)
     pred_files = _csv_files(pred_dir, "prediction", problems)
     problems.extend(
@@ -177,23 +193,25 @@ def score_folders(
     segments = 0
     unscored_ref = unscored_pred = 0
     for stem, reference in references.items():
+        if stem not in predictions and not score_missing:
+            continue
         prediction = predictions.get(stem, [])
         file_segments = scored_segments(reference)
         scored_end = file_segments * FRAMES_PER_SEGMENT
         unscored_ref += sum(r.frame >= scored_end for r in reference)
         unscored_pred += sum(r.frame >= scored_end for r in prediction)
         segments += file_segments
-        total = total + count_file(reference, prediction, num_classes)
-    try:
-        scores = seld_scores(total)
-    except ValueError as error:
+        total = total + count_file(reference, prediction, num_classes, threshold=threshold)
+    if total.n_ref.sum() == 0:
         hint = "a file is scored up to the 1-s segment of its last reference frame, as in DCASE"
-        raise TaskError(COMMAND, [f"{error} ({hint})"]) from None
+        raise TaskError(COMMAND, [f"no reference event in the scored segments ({hint})"])
+    scores = seld_scores(total, average)
 
     notes = []
     if missing:
+        how = "scored as all missed" if score_missing else "not scored (as in DCASE)"
         notes.append(
-            f"{len(missing)} reference file(s) without a prediction, scored as all missed: "
+            f"{len(missing)} reference file(s) without a prediction, {how}: "
             + ", ".join(missing[:10])
             + (" ..." if len(missing) > 10 else "")
         )
@@ -227,7 +245,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--num-classes",
         type=int,
         metavar="N",
-        help="number of classes (default: the largest class index seen + 1)",
+        help=f"number of classes, at most {MAX_CLASSES} (default: the largest class index "
+        "seen + 1)",
+    )
+    parser.add_argument(
+        "--doa-threshold",
+        type=float,
+        default=DOA_THRESHOLD_DEG,
+        metavar="DEG",
+        help="largest track error of a true positive (default %(default)s)",
+    )
+    parser.add_argument(
+        "--average", choices=("macro", "micro"), default="macro", help="class averaging"
+    )
+    parser.add_argument(
+        "--score-missing",
+        action="store_true",
+        help="score references without a prediction as all missed (DCASE skips them)",
     )
     parser.set_defaults(handler=run)
     return parser
@@ -239,7 +273,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    report = score_folders(args.ref, args.pred, args.num_classes)
+    if args.json and Path(args.json).is_dir():
+        raise TaskError(COMMAND, [f"--json {args.json} is a folder; name a file to write"])
+    report = score_folders(
+        args.ref, args.pred, args.num_classes, args.doa_threshold, args.average,
+        args.score_missing,
+    )  # fmt: skip
     c = report.counts
     print(
         f"seld-score: {report.files} reference file(s), {report.segments} 1-s segments, "

@@ -79,63 +79,137 @@ def position_problems(
     return problems
 
 
-def parse_frame_csv(text: str, path: Path, num_classes: int | None = None) -> list[FrameRow]:
-    """Rows of a frame-list CSV, sorted by (frame, class, source).
+MAX_FRAME = 10 * 3600 * 10  # 10 hours of 100-ms frames: larger frame indices are refused
+MAX_CLASSES = 1000
+MAX_SOURCE = 1_000_000
 
-    Every row is checked (5 or 6 columns, integer frame >= 0, class in
-    ``[0, num_classes)`` when given, integer source >= 0, finite angles in range, a
-    non-negative distance, no (frame, class, source) twice); all problems are raised
-    together as :class:`DcaseFormatError`.
-    """
-    rows: list[FrameRow] = []
-    problems: list[str] = []
-    seen: set[tuple[int, int, int]] = set()
-    for number, fields in enumerate(csv.reader(io.StringIO(text)), start=1):
-        if not fields or all(not f.strip() for f in fields):
-            continue
-        where = f"line {number}"
-        if len(fields) not in (5, 6):
-            problems.append(f"{where}: {len(fields)} columns, expected 5 or 6")
-            continue
-        try:
-            frame, cls, source = (int(float(f)) for f in fields[:3])
-            if any(float(f) != int(float(f)) for f in fields[:3]):
-                raise ValueError
-        except ValueError:
-            problems.append(f"{where}: frame, class and source must be integers: {fields[:3]}")
-            continue
-        try:
-            numbers = [float(f) for f in fields[3:]]
-        except ValueError:
-            problems.append(f"{where}: azimuth, elevation (and distance) must be numbers")
-            continue
+
+def parse_int(field: str, low: int, high: int) -> int | None:
+    """An integer field (``3`` or ``3.0``) in ``[low, high]``, else None (``inf``, ``nan``,
+    ``1e400`` and integers beyond the bounds included)."""
+    try:
+        value = float(field)
+    except ValueError:
+        return None
+    if not math.isfinite(value) or value != int(value) or not low <= value <= high:
+        return None
+    return int(value)
+
+
+def _row(
+    fields: list[str], where: str, num_classes: int | None, problems: list[str]
+) -> FrameRow | None:
+    """One frame-list row of 5 or 6 columns (polar; the sixth is the distance) or 7
+    (``frame,class,source,x,y,z,distance``, the DCASE 2023 baseline's output, turned into
+    azimuth and elevation as the official evaluation turns it); None with its problems."""
+    if len(fields) not in (5, 6, 7):
+        problems.append(f"{where}: {len(fields)} columns, expected 5, 6 or 7")
+        return None
+    classes = (num_classes or MAX_CLASSES) - 1
+    frame = parse_int(fields[0], 0, MAX_FRAME)
+    cls = parse_int(fields[1], 0, classes)
+    source = parse_int(fields[2], 0, MAX_SOURCE)
+    bad = [
+        f"{name} {fields[i]!r} is not an integer in [0, {high}]"
+        for i, (name, value, high) in enumerate(
+            [("frame", frame, MAX_FRAME), ("class", cls, classes), ("source", source, MAX_SOURCE)]
+        )
+        if value is None
+    ]
+    if bad:
+        problems.append(f"{where}: " + "; ".join(bad))
+        return None
+    try:
+        numbers = [float(f) for f in fields[3:]]
+    except ValueError:
+        problems.append(f"{where}: the direction (and distance) must be numbers: {fields[3:]}")
+        return None
+    if len(numbers) == 4:
+        x, y, z, distance = numbers
+        if not all(math.isfinite(v) for v in (x, y, z)):
+            problems.append(f"{where}: x, y, z must be finite numbers")
+            return None
+        azimuth = float(np.arctan2(y, x) * 180 / np.pi)
+        elevation = float(np.arctan2(z, np.sqrt(x**2 + y**2)) * 180 / np.pi)
+    else:
         azimuth, elevation = numbers[:2]
         distance = numbers[2] if len(numbers) == 3 else None
-        if frame < 0:
-            problems.append(f"{where}: negative frame {frame}")
-        if cls < 0 or (num_classes is not None and cls >= num_classes):
-            problems.append(f"{where}: class {cls} outside [0, {num_classes})")
-        if source < 0:
-            problems.append(f"{where}: negative source index {source}")
-        problems += position_problems(where, azimuth, elevation, distance)
-        key = (frame, cls, source)
+    found = position_problems(where, azimuth, elevation, distance)
+    if found:
+        problems += found
+        return None
+    return FrameRow(frame, cls, source, azimuth, elevation, distance)
+
+
+def parse_frame_csv(text: str, path: Path, num_classes: int | None = None) -> list[FrameRow]:
+    """Rows of a dataset's frame-list CSV, sorted by (frame, class, source).
+
+    Every row is checked (5 or 6 columns, integer frame in ``[0, MAX_FRAME]``, class in
+    ``[0, num_classes)`` when given (else at most :data:`MAX_CLASSES`), integer source,
+    finite angles in range, a non-negative distance, no (frame, class, source) twice); all
+    problems are raised together as :class:`DcaseFormatError`.
+    """
+    rows, problems = _rows(text, num_classes, allow_cartesian=False)
+    seen: set[tuple[int, int, int]] = set()
+    for number, row in rows:
+        key = (row.frame, row.cls, row.source)
         if key in seen:
-            problems.append(f"{where}: frame {frame}, class {cls}, source {source} given twice")
+            problems.append(
+                f"line {number}: frame {row.frame}, class {row.cls}, source {row.source} "
+                "given twice"
+            )
         seen.add(key)
-        rows.append(FrameRow(frame, cls, source, azimuth, elevation, distance))
+    if problems:
+        raise DcaseFormatError(path, sorted(problems, key=lambda p: int(p.split()[1].strip(":"))))
+    return sorted((row for _, row in rows), key=lambda r: (r.frame, r.cls, r.source))
+
+
+def parse_output_csv(text: str, path: Path, num_classes: int | None = None) -> list[FrameRow]:
+    """Rows of a DCASE output (or reference) CSV as the official evaluation reads them: in
+    file order, repeated (frame, class, source) rows kept, the 2023 baseline's 7-column
+    Cartesian rows turned into angles; every bad row listed (:class:`DcaseFormatError`)."""
+    rows, problems = _rows(text, num_classes, allow_cartesian=True)
     if problems:
         raise DcaseFormatError(path, problems)
-    return sorted(rows, key=lambda r: (r.frame, r.cls, r.source))
+    return [row for _, row in rows]
+
+
+def _rows(
+    text: str, num_classes: int | None, allow_cartesian: bool
+) -> tuple[list[tuple[int, FrameRow]], list[str]]:
+    rows, problems = [], []
+    for number, fields in enumerate(csv.reader(io.StringIO(text.removeprefix("\ufeff"))), 1):
+        if not fields or all(not f.strip() for f in fields):
+            continue
+        if len(fields) == 7 and not allow_cartesian:
+            problems.append(
+                f"line {number}: 7 columns (x, y, z, distance): a system output, "
+                "not a dataset's frame list"
+            )
+            continue
+        row = _row(fields, f"line {number}", num_classes, problems)
+        if row is not None:
+            rows.append((number, row))
+    return rows, problems
 
 
 def read_frame_csv(path: str | Path, num_classes: int | None = None) -> list[FrameRow]:
-    """:func:`parse_frame_csv` of a file."""
+    """:func:`parse_frame_csv` of a file (UTF-8, a byte-order mark accepted)."""
     path = Path(path)
+    return parse_frame_csv(_read_text(path), path, num_classes)
+
+
+def read_output_csv(path: str | Path, num_classes: int | None = None) -> list[FrameRow]:
+    """:func:`parse_output_csv` of a file (UTF-8, a byte-order mark accepted)."""
+    path = Path(path)
+    return parse_output_csv(_read_text(path), path, num_classes)
+
+
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise DcaseFormatError(path, [f"cannot read it: {exc}"]) from None
-    return parse_frame_csv(text, path, num_classes)
 
 
 def format_frame_csv(rows: list[FrameRow]) -> str:
