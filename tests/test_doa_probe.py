@@ -9,6 +9,7 @@ import torch
 from hear_gram import features as feat
 from natheear_tasks.evaluation import determinism, doa_probe
 from natheear_tasks.evaluation.doa_probe import Split, doa_error_deg
+from natheear_tasks.formats import published
 
 
 def test_doa_error_hand_worked():
@@ -17,12 +18,14 @@ def test_doa_error_hand_worked():
     assert doa_error_deg(prediction, target).tolist() == pytest.approx([90.0, 180.0, 0.0, 45.0])
 
 
-def test_unit_vector_labels():
-    assert doa_probe.unit_vector([0.0, 3.0, 4.0]) == pytest.approx([0.0, 0.6, 0.8])
-    assert doa_probe.unit_vector([[1, 0, 0]]) == [1.0, 0.0, 0.0]
-    for bad in ([30.0, 10.0], [0, 0, 0], ["x", "y", "z"], {"x": 1}, [1, 2, float("nan")]):
+def test_direction_labels_cartesian_or_polar():
+    assert published.direction_of([0.0, 3.0, 4.0]) == pytest.approx([0.0, 0.6, 0.8])
+    assert published.direction_of([[1, 0, 0]]) == [1.0, 0.0, 0.0]
+    # [azimuth, elevation] in degrees (the kit's polar labels): 90 degrees left, 30 up
+    assert published.direction_of([90.0, 30.0]) == pytest.approx([0.0, 0.866025, 0.5], abs=1e-6)
+    for bad in ([30.0, 100.0], [0, 0, 0], ["x", "y", "z"], {"x": 1}, [1, 2, float("nan")]):
         with pytest.raises(ValueError):
-            doa_probe.unit_vector(bad)
+            published.direction_of(bad)
 
 
 def test_kfold_splits_follow_heareval():

@@ -148,9 +148,11 @@ def test_evaluate_bad_input_exits_2(tmp_path, capsys):
     metadata = json.loads((tasks / "tones" / "task_metadata.json").read_text())
     metadata.update(prediction_type="localization", evaluation=["mean_doa_error_deg"])
     (tasks / "tones" / "task_metadata.json").write_text(json.dumps(metadata))
-    (tasks / "tones" / "train.json").write_text(json.dumps({"train-0.wav": [30.0, 10.0]}))
+    (tasks / "tones" / "train.json").write_text(json.dumps({"train-0.wav": [30.0, 100.0]}))
     assert main(args) == 2
-    assert "must be a unit vector [x, y, z], got [30.0, 10.0]" in capsys.readouterr().err
+    assert (
+        "localization label [30.0, 100.0]: elevation outside [-90, 90]" in capsys.readouterr().err
+    )
     with pytest.raises(SystemExit) as help_exit:
         main(["evaluate", "--help"])
     assert help_exit.value.code == 0

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from evaluate_helpers import seld_label
+from evaluate_helpers import seld_label, write_seld_task
 
 from natheear_tasks.evaluation import doa_probe
 from natheear_tasks.evaluation.discovery import find_tasks
@@ -73,29 +73,11 @@ def test_doa_probe_reads_nothing_outside_the_embeddings(tmp_path, split, file):
 
 
 def _seld_task(root, **changes) -> dict:
-    """A SELD task folder without audio (find_tasks reads no audio): 2-s files, classes
-    a and b, a frame of each split labelled; ``changes`` update the metadata."""
-    task = root / "tasks" / "toy-seld"
-    task.mkdir(parents=True)
-    metadata = {
-        "embedding_type": "event",
-        "prediction_type": "seld",
-        "label_format": "dcase_frames",
-        "frame_seconds": 0.1,
-        "sample_duration": 2.0,
-        "split_mode": "trainvaltest",
-        "splits": ["train", "valid", "test"],
-        "evaluation": ["seld_score", "ER20", "F20", "LE_CD", "LR_CD"],
-        "classes": ["a", "b"],
-        **changes,
-    }
-    (task / "task_metadata.json").write_text(json.dumps(metadata))
     labels = {
         split: {f"{split}-0.wav": [seld_label(3)], f"{split}-1.wav": []}
         for split in ("train", "valid", "test")
     }
-    for split, files in labels.items():
-        (task / f"{split}.json").write_text(json.dumps(files))
+    write_seld_task(root / "tasks" / "toy-seld", labels, **changes)
     return labels
 
 
@@ -109,10 +91,19 @@ def test_find_tasks_routes_seld_tasks(tmp_path):
 @pytest.mark.parametrize(
     "change, problem",
     [
-        ({"embedding_type": "scene"}, "a SELD task needs embedding_type 'event'"),
-        ({"evaluation": ["ER20", "seld_score"]}, "first evaluation metric must be 'seld_score'"),
-        ({"sample_duration": 2.05}, "sample_duration of whole 100-ms frames, got 2.05"),
-        ({"classes": []}, "needs 'classes'"),
+        ({"embedding_type": "scene"}, "embedding_type must be 'event' for an accdoa task"),
+        ({"evaluation": ["ER20", "SELD"]}, "first evaluation metric must be 'seld_score'"),
+        (
+            {"scoring_params": {"doa_threshold": 20, "azimuth_limits": [-180, 180]}},
+            r"scoring_params keys \['azimuth_limits'\] are not understood",
+        ),
+        ({"_nb_label_frames_1s": 0}, "_nb_label_frames_1s 0: not a whole number"),
+        ({"source_dynamics": "moving"}, "source_dynamics 'moving': not one of"),
+        (
+            {"prediction_type": "multi-event-accdoa"},
+            "prediction_type 'multi-event-accdoa': not one",
+        ),
+        ({"prediction_type": "seld"}, "rewrite it with `natheear-tasks seld"),
     ],
 )
 def test_find_tasks_refuses_bad_seld_metadata(tmp_path, change, problem):
@@ -125,18 +116,26 @@ def test_find_tasks_lists_the_problems_of_seld_labels(tmp_path):
     labels = _seld_task(tmp_path)
     task = tmp_path / "tasks" / "toy-seld"
     labels["train"]["train-0.wav"].append(seld_label(20))  # 2-s files have frames 0-19
-    labels["valid"]["../valid-0.wav"] = labels["valid"].pop("valid-0.wav")
-    labels["test"]["test-0.wav"] = []
+    labels["train"]["train-1.wav"] = [{**seld_label(2), "direction": [0, 100]}]
+    labels["test"]["test-0.wav"] = [
+        {**seld_label(2), "azimuth": 3},
+        {**seld_label(2), "label": "c"},
+    ]
     for split, files in labels.items():
         (task / f"{split}.json").write_text(json.dumps(files))
     with pytest.raises(UsageError) as error:
         find_tasks(tmp_path / "tasks")
     message = str(error.value)
-    assert "toy-seld: train.json['train-0.wav'][1]: frame 20, class 0 or source 0 out of" in message
     assert (
-        "toy-seld: valid.json: file name '../valid-0.wav' has an empty, '.' or '..' part" in message
+        "toy-seld: train.json['train-0.wav'][1]: starts at 2000 ms, after the file's 20" in message
     )
-    assert "toy-seld: test.json holds no SELD label" in message
+    assert "toy-seld: train.json['train-1.wav'][0]: localization label [0, 100]" in message
+    assert "test.json['test-0.wav'][0]: keys ['azimuth'] are not understood" in message
+    assert "test.json['test-0.wav'][1]: label 'c' is not in labelvocabulary.csv" in message
+    labels["valid"]["../valid-0.wav"] = labels["valid"].pop("valid-0.wav")
+    (task / "valid.json").write_text(json.dumps(labels["valid"]))
+    with pytest.raises(UsageError, match="file name '../valid-0.wav' has an empty, '.' or '..'"):
+        find_tasks(tmp_path / "tasks")
 
 
 def test_find_tasks_needs_a_chunk_record_of_every_seld_file(tmp_path):

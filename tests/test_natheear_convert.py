@@ -277,7 +277,8 @@ def test_localization_task_labels_are_the_source_directions(tmp_path, scene_task
     assert _convert(scene_task, out, "ambisonics", banks["ambisonics"], command="localize") == 0
     task = out / "toy-scene-localization-ambisonics"
     meta = json.loads((task / "task_metadata.json").read_text())
-    assert (meta["prediction_type"], meta["embedding_type"]) == ("localization", "scene")
+    assert (meta["prediction_type"], meta["embedding_type"]) == ("cartesian-regression", "scene")
+    assert meta["evaluation"] == ["MAE", "DOE"]  # the kit's mean and median DoA error
     assert meta["splits"] == ["train", "valid", "test"]
     assert (task / "labelvocabulary.csv").read_text() == "idx,label\n0,x\n1,y\n2,z\n"
     records = {

@@ -2,6 +2,7 @@
 localization and SELD tasks; labels equal to the CSVs, FuMa input, channel-order checks,
 refused datasets, splits, byte-identical and resumed reruns."""
 
+import dataclasses
 import json
 import math
 import pickle
@@ -17,6 +18,7 @@ import torch
 
 from natheear_tasks.ambisonics import active_intensity, ambix_to_fuma, stft_size
 from natheear_tasks.cli import main
+from natheear_tasks.formats import published
 from natheear_tasks.formats.dcase_events import read_event_csv
 from natheear_tasks.formats.dcase_frames import FrameRow, direction_xyz, read_frame_csv
 from natheear_tasks.simulation.recordings import Settings, write_dataset
@@ -124,48 +126,49 @@ def test_frame_list_tasks_have_the_contracted_layout(frames_out):
                     assert info.frames == round(metadata["sample_duration"] * rate)
         assert not any(p.name.startswith(".") for p in task.iterdir())  # no work files left
     seld_meta = json.loads((frames_out / "toyframes-seld" / "task_metadata.json").read_text())
-    assert {k: seld_meta[k] for k in ("embedding_type", "prediction_type", "label_format")} == {
+    # the published format (the GRAM authors' RealSELD tasks and listen-eval-kit)
+    assert {k: seld_meta[k] for k in ("embedding_type", "prediction_type", "evaluation")} == {
         "embedding_type": "event",
-        "prediction_type": "seld",
-        "label_format": "dcase_frames",
+        "prediction_type": "accdoa",
+        "evaluation": ["SELD"],
     }
-    assert seld_meta["frame_seconds"] == 0.1 and seld_meta["sample_duration"] == 5.0
-    assert seld_meta["evaluation"] == ["seld_score", "ER20", "F20", "LE_CD", "LR_CD"]
-    assert seld_meta["classes"] == classes
+    assert seld_meta["scoring_params"] == {"doa_threshold": 20.0, "average": "macro"}
+    assert seld_meta["source_dynamics"] == "dynamic" and seld_meta["_nb_label_frames_1s"] == 10
+    assert seld_meta["sample_duration"] == 5.0
     vocabulary = (frames_out / "toyframes-seld" / "labelvocabulary.csv").read_text()
     assert vocabulary == "idx,label\n" + "".join(f"{i},{c}\n" for i, c in enumerate(classes))
     local = json.loads((frames_out / "toyframes-localization" / "task_metadata.json").read_text())
-    assert local["prediction_type"] == "localization" and local["label_format"] == "unit_vector_xyz"
+    assert local["prediction_type"] == "cartesian-regression"
+    assert local["evaluation"] == ["MAE", "DOE"]
     assert local["embedding_type"] == "scene" and local["sample_duration"] == 0.5
     events = json.loads((frames_out / "toyframes-events" / "task_metadata.json").read_text())
     assert events["prediction_type"] == "multilabel" and events["sample_duration"] == 4.0
     assert events["evaluation"] == ["event_onset_200ms_fms", "segment_1s_er"]
 
 
-def test_seld_frame_labels_equal_the_csv_rows(frames_src, frames_out):
+def test_seld_events_give_back_the_csv_rows(frames_src, frames_out):
+    """Published events ({label, start, end, direction: [az, el], source_idx, distance}),
+    read back to 100-ms frames, are the dataset's rows."""
     task = frames_out / "toyframes-seld"
-    classes = json.loads((task / "task_metadata.json").read_text())["classes"]
+    metadata = json.loads((task / "task_metadata.json").read_text())
+    classes, _ = published.read_vocabulary(task / "labelvocabulary.csv")
+    fmt, problems = published.seld_format(metadata, classes)
+    assert not problems
     rebuilt: dict[str, list[FrameRow]] = {}
+    moving = 0
     for record in _records(task):
         assert record["end_seconds"] - record["start_seconds"] == 5.0
         assert record["first_frame"] == round(record["start_seconds"] * 10)
-        for label in _labels(task, record):
-            k = label["frame"]
-            assert 0 <= k < 50 and (label["start"], label["end"]) == (100 * k, 100 * (k + 1))
-            assert label["label"] == classes[label["class"]]
-            assert label["direction"] == [
-                round(float(v), 6) for v in direction_xyz(label["azimuth"], label["elevation"])
-            ]
-            row = FrameRow(
-                record["first_frame"] + k,
-                label["class"],
-                label["source"],
-                label["azimuth"],
-                label["elevation"],
-                label["distance"],
-            )  # noqa: E501
-            rebuilt.setdefault(record["recording"], []).append(row)
-    assert len(rebuilt) == 4
+        events = _labels(task, record)
+        assert all(set(e) == {"label", "start", "end", "direction", "source_idx", "distance"}
+                   for e in events)  # fmt: skip
+        moving += sum(e["end"] - e["start"] == 100 for e in events)
+        rows, problems = published.event_rows(events, record["file"], fmt, 50)
+        assert not problems
+        rebuilt.setdefault(record["recording"], []).extend(
+            dataclasses.replace(r, frame=r.frame + record["first_frame"]) for r in rows
+        )
+    assert len(rebuilt) == 4 and moving > 0  # moving sources: one event per frame
     for identity, rows in rebuilt.items():
         assert sorted(rows, key=lambda r: (r.frame, r.cls, r.source)) == read_frame_csv(
             _csv(frames_src, identity)
@@ -226,7 +229,10 @@ def test_event_list_frames_follow_the_overlap_rule(events_src, events_out):
     """An event labels each 100-ms frame it overlaps; overlapping events of one class are
     told apart by their source index."""
     task = events_out / "toyevents-seld"
-    classes = json.loads((task / "task_metadata.json").read_text())["classes"]
+    metadata = json.loads((task / "task_metadata.json").read_text())
+    assert metadata["source_dynamics"] == "static"
+    classes, _ = published.read_vocabulary(task / "labelvocabulary.csv")
+    fmt, _ = published.seld_format(metadata, classes)
     for record in _records(task):
         events = read_event_csv(_csv(events_src, record["recording"]))
         expected = {}
@@ -234,10 +240,11 @@ def test_event_list_frames_follow_the_overlap_rule(events_src, events_out):
             for k in range(math.floor(e.start * 10 + 1e-9), math.ceil(e.end * 10 - 1e-9)):
                 expected.setdefault((k, e.label), []).append((e.azimuth, e.elevation))
         got = {}
-        for label in _labels(task, record):
-            key = (record["first_frame"] + label["frame"], label["label"])
-            got.setdefault(key, []).append((label["azimuth"], label["elevation"], label["source"]))
-            assert classes[label["class"]] == label["label"]
+        rows, problems = published.event_rows(_labels(task, record), record["file"], fmt, 50)
+        assert not problems
+        for row in rows:
+            key = (record["first_frame"] + row.frame, classes[row.cls])
+            got.setdefault(key, []).append((row.azimuth, row.elevation, row.source))
         first = record["first_frame"]
         mine = {key: v for key, v in expected.items() if first <= key[0] < first + 50}
         assert sorted(got) == sorted(mine)

@@ -45,7 +45,8 @@ def test_evaluate_reports_the_seld_metrics_of_an_untrained_gram(root, capsys):
         {
             "name": "toy-seld",
             "embedding_type": "event",
-            "prediction_type": "seld",
+            "prediction_type": "accdoa",
+            "route": "seld",
             "metric": "seld_score",
             "higher_is_better": False,
         }

@@ -7,8 +7,9 @@ import math
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
-from evaluate_helpers import seld_label
+from evaluate_helpers import seld_label, write_seld_task
 
 from natheear_tasks.evaluation import determinism, seld_probe
 from natheear_tasks.evaluation.seld_probe import (
@@ -20,6 +21,7 @@ from natheear_tasks.evaluation.seld_probe import (
     targets,
 )
 from natheear_tasks.formats.dcase_frames import FrameRow, azimuth_elevation, direction_xyz
+from natheear_tasks.formats.published import SeldFormat
 
 
 def _random_units(generator: torch.Generator, *shape: int) -> torch.Tensor:
@@ -161,7 +163,7 @@ def _synthetic_split(
         torch.cat(counts),
         references,
         [FRAMES] * files,
-        FRAMES,
+        [FRAMES] * files,
     )
 
 
@@ -184,6 +186,9 @@ METADATA = {
 }
 
 
+FORMAT = SeldFormat(["a", "b"], 100.0, 10, 20.0, "macro", True)
+
+
 def _splits(informative: bool = True) -> dict[str, SeldSplit]:
     return {
         "train": _synthetic_split("train", 60, 1, informative),
@@ -193,13 +198,13 @@ def _splits(informative: bool = True) -> dict[str, SeldSplit]:
 
 
 def test_the_probe_learns_classes_and_directions_encoded_linearly():
-    scores = seld_probe.fit_and_score(_splits(), METADATA, "default", grid_points=2)
+    scores = seld_probe.fit_and_score(_splits(), METADATA, FORMAT, "default", grid_points=2)
     test = scores["test"]
     assert test["LE_CD"] < 10 and test["ER20"] < 0.3 and test["F20"] > 0.8
     assert test["seld_score"] < 0.15 and test["files"] == 15
     assert set(scores["file_counts"]) == {f"test{i}.wav" for i in range(15)}
     assert scores["hparams"]["hidden_dim"] == 64
-    blind = seld_probe.fit_and_score(_splits(False), METADATA, "default", grid_points=1)
+    blind = seld_probe.fit_and_score(_splits(False), METADATA, FORMAT, "default", grid_points=1)
     assert blind["test"]["seld_score"] > 0.5
 
 
@@ -215,41 +220,27 @@ def test_the_probe_is_deterministic_whatever_the_thread_count():
         },
     }
     with determinism.intra_op_threads(2):
-        first = seld_probe.fit_and_score(splits, metadata, "default", 1, model="m")
+        first = seld_probe.fit_and_score(splits, metadata, FORMAT, "default", 1, model="m")
     with determinism.intra_op_threads(1):
-        second = seld_probe.fit_and_score(splits, metadata, "default", 1, model="m")
+        second = seld_probe.fit_and_score(splits, metadata, FORMAT, "default", 1, model="m")
     assert first == second
-    other = seld_probe.fit_and_score(splits, metadata, "default", 1, model="another")
+    other = seld_probe.fit_and_score(splits, metadata, FORMAT, "default", 1, model="another")
     assert other["file_counts"] != first["file_counts"]
 
 
-def _write_embeddings(root, metadata, files):
-    """heareval's embeddings-runner output of a SELD task: per split json, per file
-    ``.embedding.npy`` and ``.timestamps.json`` (80-ms steps)."""
-    root.mkdir(parents=True)
-    (root / "task_metadata.json").write_text(json.dumps(metadata))
+def _write_embeddings(root, files):
+    """heareval's embeddings-runner output of a SELD task: per file ``.embedding.npy`` and
+    ``.timestamps.json`` (80-ms steps)."""
     steps = np.arange(40.0, 100.0 * FRAMES, 80.0)
     for split, labels in files.items():
         (root / split).mkdir(parents=True)
-        (root / f"{split}.json").write_text(json.dumps(labels))
         for name in labels:
             np.save(root / split / f"{name}.embedding.npy", np.zeros((len(steps), 4), np.float32))
             (root / split / f"{name}.timestamps.json").write_text(json.dumps(steps.tolist()))
 
 
 def test_score_task_reads_heareval_output_and_scores_only_true_frames(tmp_path):
-    metadata = {
-        **METADATA,
-        "embedding_type": "event",
-        "prediction_type": "seld",
-        "label_format": "dcase_frames",
-        "frame_seconds": 0.1,
-        "sample_duration": FRAMES / 10,
-        "evaluation": list(seld_probe.METRICS),
-        "evaluation_params": {
-            "task_specific_param_grid": {"max_epochs": [3], "check_val_every_n_epoch": [1]}
-        },
-    }
+    grid = {"task_specific_param_grid": {"max_epochs": [3], "check_val_every_n_epoch": [1]}}
     labels = {
         split: {
             f"{split}{i}.wav": [seld_label(k, i % 2, 40.0) for k in range(2, 9)] for i in range(3)
@@ -257,10 +248,10 @@ def test_score_task_reads_heareval_output_and_scores_only_true_frames(tmp_path):
         for split in ("train", "valid", "test")
     }
     labels["test"]["test2.wav"].append(seld_label(15, 0, -90.0))  # in the padding: not scored
-    embed = tmp_path / "embeddings" / "toy-seld"
-    _write_embeddings(embed, metadata, labels)
     task = tmp_path / "toy-seld"
-    task.mkdir()
+    write_seld_task(task, labels, sample_duration=FRAMES / 10, evaluation_params=grid)
+    embed = tmp_path / "embeddings" / "toy-seld"
+    _write_embeddings(embed, labels)
     chunks = [
         {"split": s, "file": f, "audio_seconds": 1.0 if f == "test2.wav" else FRAMES / 10}
         for s in labels
@@ -279,16 +270,39 @@ def test_score_task_reads_heareval_output_and_scores_only_true_frames(tmp_path):
     assert sum(scores["file_counts"]["test2.wav"]["n_ref"]) == 2
 
 
+def test_files_of_any_length_take_their_wav_length(tmp_path):
+    """sample_duration null (published RealSELD tasks): each file's frames come from its
+    wav header; an event past a file's end is a listed problem."""
+    labels = {split: {f"{split}0.wav": [seld_label(2)]} for split in ("train", "valid", "test")}
+    task = tmp_path / "toy-seld"
+    write_seld_task(task, labels, sample_duration=None)
+    for split, seconds in (("train", 1.0), ("valid", 0.55), ("test", 2.0)):
+        (task / "24000" / split).mkdir(parents=True)
+        sf.write(task / "24000" / split / f"{split}0.wav", np.zeros((int(24000 * seconds), 4)),
+                 24000)  # fmt: skip
+    metadata = json.loads((task / "task_metadata.json").read_text())
+    read = seld_probe.read_task(task, metadata)
+    assert read.frames == {("train", "train0.wav"): 10, ("valid", "valid0.wav"): 6,
+                           ("test", "test0.wav"): 20}  # fmt: skip
+    assert read.frames_from == "wav lengths"
+    labels["valid"]["valid0.wav"].append(seld_label(7))
+    (task / "valid.json").write_text(json.dumps(labels["valid"]))
+    with pytest.raises(ValueError, match=r"valid.json\['valid0.wav'\]\[1\]: starts at 700 ms"):
+        seld_probe.read_task(task, metadata)
+
+
 @pytest.mark.parametrize(
     "where, name",
     [("split", "../../outside"), ("file", "../../../outside.wav"), ("file", "/etc/passwd")],
 )
 def test_names_from_the_task_cannot_lead_outside_it(tmp_path, where, name):
-    metadata = {**METADATA, "prediction_type": "seld", "sample_duration": 2.0}
     labels = {"a.wav": [seld_label(1, 0, 0.0)]}
     if where == "file":
         labels[name] = []
-    embed = tmp_path / "deep" / "er" / "embed"
-    _write_embeddings(embed, metadata, {"train": labels})
+    task = tmp_path / "deep" / "er" / "task"
+    write_seld_task(task, {"train": labels})
+    metadata = json.loads((task / "task_metadata.json").read_text())
+    if where == "split":
+        metadata["splits"] = [name]
     with pytest.raises(ValueError, match="outside|absolute|'\\.\\.'"):
-        seld_probe.load_split(embed, name if where == "split" else "train", metadata)
+        seld_probe.read_task(task, metadata)

@@ -43,6 +43,7 @@ from natheear_tasks.evaluation.discovery import TaskInfo, find_tasks
 from natheear_tasks.evaluation.errors import UsageError
 from natheear_tasks.evaluation.models import ModelSpec, Settings
 from natheear_tasks.evaluation.runs import PACKAGE_ROOT
+from natheear_tasks.formats import published
 from natheear_tasks.paths import name_problem
 
 RELEASED = "labhamlet/gramt-binaural"
@@ -309,7 +310,7 @@ def constant_guess_errors(task: TaskInfo) -> list[float]:
 
     def directions(split: str) -> torch.Tensor:
         labels = json.loads((task.path / f"{split}.json").read_text())
-        return torch.tensor([doa_probe.unit_vector(labels[n]) for n in sorted(labels)])
+        return torch.tensor([published.direction_of(labels[n]) for n in sorted(labels)])
 
     test = directions("test")
     guess = directions("train").mean(dim=0, keepdim=True).expand_as(test)

@@ -11,10 +11,12 @@ validation split (checked every ``check_val_every_n_epoch`` epochs, stopping aft
 search runs on the first split and the chosen point is retrained on the others).
 
 What differs is the head and the score: a Tanh output of 3 units trained with MSE against
-the unit direction vector ``[x, y, z]`` (x forward, y left, z up), and the direction-of-
-arrival (DoA) error, the angle between the normalised prediction and the truth, in degrees.
-The mean and the median DoA error are reported; the task's primary metric (the first
-of its ``evaluation`` list, natheear's localization tasks say the mean) selects the model.
+the unit direction vector ``[x, y, z]`` (x forward, y left, z up; labels given as
+``[azimuth, elevation]`` in degrees are turned into it), and the direction-of-arrival (DoA)
+error, the angle between the normalised prediction and the truth, in degrees. The mean and
+the median DoA error are reported; the task's primary metric (the first localization
+metric of its ``evaluation`` list, the kit's ``MAE`` and ``DOE`` included) selects the
+model.
 
 Every probe is trained from its own seed, derived from the task, the model, the test fold
 and the grid point, with one intra-op thread (:mod:`natheear_tasks.evaluation.determinism`),
@@ -30,7 +32,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ from torch import Tensor, nn
 
 from natheear_tasks.evaluation import determinism, probe_training
 from natheear_tasks.evaluation.probe_training import FitResult, fold_name, predict
+from natheear_tasks.formats import published
 from natheear_tasks.paths import check_name
 from natheear_tasks.tasks.taskdir import atomic_write_json
 
@@ -99,28 +101,6 @@ class Split:
             torch.cat([s.x for s in splits]),
             torch.cat([s.y for s in splits]),
         )
-
-
-def unit_vector(label: object) -> list[float]:
-    """The unit direction of one localization label: ``[x, y, z]`` (normalised here), also
-    accepted wrapped in a one-element list as HEAR label lists are.
-
-    Raises:
-        ValueError: anything else.
-    """
-    value = label
-    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], list):
-        value = value[0]
-    if (
-        not isinstance(value, list)
-        or len(value) != 3
-        or not all(isinstance(v, int | float) and math.isfinite(v) for v in value)
-    ):
-        raise ValueError(f"a localization label must be a unit vector [x, y, z], got {label!r}")
-    norm = math.sqrt(sum(v * v for v in value))
-    if norm < 1e-6:
-        raise ValueError(f"localization label {label!r} has zero length")
-    return [v / norm for v in value]
 
 
 def doa_error_deg(prediction: Tensor, target: Tensor) -> Tensor:
@@ -192,11 +172,11 @@ def fit(
 
 
 def primary_metric(metadata: dict) -> str:
-    """The task's primary localization metric: the first of ``evaluation`` (default mean)."""
-    metric = (metadata.get("evaluation") or ["mean_doa_error_deg"])[0]
-    if metric not in METRICS:
-        raise ValueError(f"unknown localization metric {metric!r}; known: {sorted(METRICS)}")
-    return metric
+    """The task's primary localization metric: the first localization metric of its
+    ``evaluation`` (ours, or the kit's ``MAE``, ``DOA`` (mean) and ``DOE`` (median)); the
+    mean DoA error when it names none (a published task may keep its source's metrics)."""
+    named = [published.our_metric(m) for m in metadata.get("evaluation") or []]
+    return next((m for m in named if m in METRICS), "mean_doa_error_deg")
 
 
 def grid_confs(
@@ -322,7 +302,7 @@ def load_split(embed_task_dir: Path, split: str) -> Split:
             f"{embed_task_dir}: localization needs scene embeddings (one vector per file), "
             f"got arrays of shape {x.shape[1:]}; set embedding_type 'scene' in the task"
         )
-    y = [unit_vector(labels[n]) for n in names]
+    y = [published.direction_of(labels[n]) for n in names]
     return Split(names, torch.from_numpy(x).float(), torch.tensor(y, dtype=torch.float32))
 
 

@@ -20,6 +20,7 @@ from natheear_tasks.evaluation.discovery import TaskInfo
 from natheear_tasks.evaluation.heareval_predict import TEST_OUTPUTS_SUFFIX
 from natheear_tasks.evaluation.models import ModelSpec, Settings
 from natheear_tasks.evaluation.task_scores import HEAREVAL_DONE, HEAREVAL_SCORES, test_folds
+from natheear_tasks.formats.published import HEAREVAL_TYPES, LOCALIZATION_TYPES
 
 TF_CHATTER = ("WARNING: All log messages", "I0000", "W0000", "E0000")
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
@@ -69,6 +70,22 @@ def is_scored(embed_dir: Path | None, task: TaskInfo) -> bool:
     )
 
 
+def stage_task(task: TaskInfo, link: Path) -> None:
+    """Show ``task`` to heareval's embeddings runner at ``link``: a link to its folder, or,
+    for a localization task whose prediction type heareval checks (``multiclass`` asks for
+    one label per file, a direction has 3), a folder of links to its files beside a
+    metadata that says ``cartesian-regression`` (the task folder itself is not touched)."""
+    if not (task.localization and task.metadata["prediction_type"] in HEAREVAL_TYPES):
+        link.symlink_to(task.path.resolve(), target_is_directory=True)
+        return
+    link.mkdir()
+    for entry in task.path.resolve().iterdir():
+        if entry.name != "task_metadata.json":
+            (link / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+    metadata = {**task.metadata, "prediction_type": LOCALIZATION_TYPES[0]}
+    (link / "task_metadata.json").write_text(json.dumps(metadata, indent=2))
+
+
 def embed(
     spec: ModelSpec, weights: Path | str | None, tasks: list[TaskInfo], run_dir: Path
 ) -> None:
@@ -77,7 +94,7 @@ def embed(
         shutil.rmtree(staging)
     staging.mkdir()
     for task in tasks:
-        (staging / task.name).symlink_to(task.path.resolve(), target_is_directory=True)
+        stage_task(task, staging / task.name)
     command = [sys.executable, "-m", "natheear_tasks.evaluation.heareval_embed", spec.module]
     if weights is not None:
         command += ["--model", str(weights)]

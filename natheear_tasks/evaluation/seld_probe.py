@@ -1,16 +1,17 @@
 """SELD probe: a frame-wise MLP on timestamp embeddings with multi-ACCDOA output, trained
 with ADPIT and scored with the DCASE SELD metrics.
 
-Input: heareval's embeddings-runner output for a SELD task (``"prediction_type": "seld"``,
-the format of ``natheear-tasks seld``): per file ``<split>/<file>.embedding.npy`` ``(S, D)``
-and ``<file>.timestamps.json`` (``S`` step centres in ms), and the split json's frame labels
-(``frame``, ``class``, ``source``, ``azimuth``, ``elevation``, ``direction``).
+Input: heareval's embeddings-runner output for a SELD task (``"prediction_type": "accdoa"``,
+the published format: :mod:`natheear_tasks.formats.published`): per file
+``<split>/<file>.embedding.npy`` ``(S, D)`` and ``<file>.timestamps.json`` (``S`` step
+centres in ms), and the task folder's events, turned into label-frame rows (frames of
+``1000 / _nb_label_frames_1s`` ms, 100 ms by default).
 
-* **Pooling to 100-ms frames.** Frame ``k`` covers ``[100 k, 100 (k + 1))`` ms of its chunk;
+* **Pooling to label frames.** Frame ``k`` covers ``[k, k + 1)`` frame lengths of its file;
   its input is the mean of the embeddings whose timestamps fall in it. A frame without one
-  (steps coarser than 100 ms) takes the embedding interpolated linearly at its centre
+  (steps coarser than the frames) takes the embedding interpolated linearly at its centre
   between the neighbouring steps (the first or last step beyond them). hear_gram's GRAM
-  and CAT steps are 80 ms: every frame holds one or two.
+  and CAT steps are 80 ms: every 100-ms frame holds one or two.
 * **Output: multi-ACCDOA** (Shimada et al. 2022, the DCASE 2022-2023 baseline's): per frame
   a Tanh output of 3 tracks x ``C`` classes x ``[x, y, z]``; a track is active when its
   vector is longer than 0.5, and its direction is the vector's. Decoding: active tracks of
@@ -33,11 +34,12 @@ and ``<file>.timestamps.json`` (``S`` step centres in ms), and the split json's 
   the best weights are kept; :mod:`natheear_tasks.evaluation.probe_training`, the
   localization probe's loop); the chosen point is retrained on the other splits.
 * **Scores**: :mod:`natheear_tasks.evaluation.seld_metrics` over every test file, each
-  scored on its own frames: a chunk's true length from the task's ``chunks.jsonl``
-  (``audio_seconds``; the last chunk of a recording is padded), or ``sample_duration``
-  when the task folder has no such file (recorded as ``frames_from``). The counts of all
-  test files are summed (as DCASE sums over files), per test fold too; per-file counts are
-  kept for intervals.
+  scored on its own frames (the task's ``scoring_params``: threshold and averaging; 1-s
+  segments of ``_nb_label_frames_1s`` frames): a chunk's true length from the task's
+  ``chunks.jsonl`` (``audio_seconds``; the last chunk of a recording is padded), else
+  ``sample_duration``, else (``null``: files of any length) each wav's length (recorded
+  as ``frames_from``). The counts of all test files are summed (as DCASE sums over files),
+  per test fold too; per-file counts are kept for intervals.
 * **Determinism**: each probe is trained from a seed derived from the base seed, the task,
   the model, the test fold and the grid point, with one intra-op thread, as every probe of
   ``evaluate`` (:mod:`natheear_tasks.evaluation.determinism`).
@@ -51,31 +53,35 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 from torch import Tensor, nn
 
 from natheear_tasks.evaluation import determinism, doa_probe, probe_training
 from natheear_tasks.evaluation.probe_training import FitResult, fold_name, predict
 from natheear_tasks.evaluation.seld_metrics import SeldCounts, count_file, seld_scores
-from natheear_tasks.formats.dcase_frames import FRAME_SECONDS, FrameRow, azimuth_elevation
+from natheear_tasks.formats import published
+from natheear_tasks.formats.dcase_frames import FrameRow, azimuth_elevation
+from natheear_tasks.formats.published import SeldFormat
 from natheear_tasks.paths import check_name
 from natheear_tasks.tasks.taskdir import atomic_write_json
 
-PREDICTION_TYPE = "seld"
+PREDICTION_TYPE = published.ACCDOA
 METRIC = "seld_score"
-METRICS = ("seld_score", "ER20", "F20", "LE_CD", "LR_CD")
+METRICS = published.SELD_METRICS
 SCORES_NAME = "test.seld-scores.json"
 CHUNKS_FILE = "chunks.jsonl"
 TRACKS = 3
 ACTIVE_NORM = 0.5
 UNIFY_DEG = 15.0
-FRAME_MS = round(1000 * FRAME_SECONDS)
 SEED = determinism.DEFAULT_SEED
+RATE_FOLDER = re.compile(r"^[0-9]+$")
 
 
 def assignments(sources: int) -> list[tuple[int, ...]]:
@@ -139,13 +145,16 @@ def _angle(a: np.ndarray, b: np.ndarray) -> float:
     return math.degrees(math.acos(max(-1.0, min(1.0, cos))))
 
 
-def pool_frames(embedding: np.ndarray, timestamps: np.ndarray, frames: int) -> np.ndarray:
-    """Timestamp embeddings pooled to 100-ms frames (module docstring).
+def pool_frames(
+    embedding: np.ndarray, timestamps: np.ndarray, frames: int, frame_ms: float = 100.0
+) -> np.ndarray:
+    """Timestamp embeddings pooled to label frames (module docstring).
 
     Args:
         embedding: ``(S, D)``.
         timestamps: ``(S,)`` step centres in ms, increasing.
         frames: ``F``.
+        frame_ms: one label frame.
     Returns:
         ``(F, D)`` float32.
     """
@@ -154,14 +163,14 @@ def pool_frames(embedding: np.ndarray, timestamps: np.ndarray, frames: int) -> n
     if np.any(np.diff(timestamps) <= 0):
         raise ValueError("timestamps must increase")
     embedding = embedding.astype(np.float64)
-    index = np.floor(timestamps / FRAME_MS).astype(np.int64)
+    index = np.floor(timestamps / frame_ms).astype(np.int64)
     inside = (index >= 0) & (index < frames)
     total = np.zeros((frames, embedding.shape[1]))
     np.add.at(total, index[inside], embedding[inside])
     count = np.bincount(index[inside], minlength=frames)
     pooled = total / np.maximum(count, 1)[:, None]
     empty = np.flatnonzero(count == 0)
-    centre = (empty + 0.5) * FRAME_MS
+    centre = (empty + 0.5) * frame_ms
     after = np.searchsorted(timestamps, centre)
     high = np.minimum(after, len(timestamps) - 1)
     low = np.maximum(after - 1, 0)
@@ -173,15 +182,21 @@ def pool_frames(embedding: np.ndarray, timestamps: np.ndarray, frames: int) -> n
 
 @dataclass
 class SeldSplit:
-    """Frame-wise inputs and targets of the files of one or more splits, ``F`` frames each."""
+    """Frame-wise inputs and targets of the files of one or more splits, file ``i`` holding
+    ``frames[i]`` label frames (one after the other)."""
 
     names: list[str]
-    x: Tensor  # (files * F, D)
-    sources: Tensor  # (files * F, C, TRACKS, 3)
-    count: Tensor  # (files * F, C)
+    x: Tensor  # (sum of frames, D)
+    sources: Tensor  # (sum of frames, C, TRACKS, 3)
+    count: Tensor  # (sum of frames, C)
     reference: list[list[FrameRow]]
     scored_frames: list[int]
-    frames: int
+    frames: list[int]
+
+    def spans(self) -> list[tuple[int, int]]:
+        """``(first, end)`` rows of each file."""
+        ends = np.cumsum(self.frames).tolist()
+        return list(zip([0, *ends[:-1]], ends, strict=True))
 
     @staticmethod
     def concat(splits: Sequence[SeldSplit]) -> SeldSplit:
@@ -192,7 +207,7 @@ class SeldSplit:
             torch.cat([s.count for s in splits]),
             [r for s in splits for r in s.reference],
             [f for s in splits for f in s.scored_frames],
-            splits[0].frames,
+            [f for s in splits for f in s.frames],
         )
 
 
@@ -225,13 +240,26 @@ class SeldProbe(nn.Module):
         return out.view(len(x), TRACKS, self.num_classes, 3)
 
 
-def file_counts(model: SeldProbe, split: SeldSplit, batch_size: int) -> list[SeldCounts]:
+def file_counts(
+    model: SeldProbe, split: SeldSplit, fmt: SeldFormat, batch_size: int
+) -> list[SeldCounts]:
     """The SELD counts of every file of ``split``, each on its scored frames."""
     output = predict(model, split.x, batch_size)
     counts = []
-    for i, reference in enumerate(split.reference):
-        rows = decode(output[i * split.frames : (i + 1) * split.frames], split.scored_frames[i])
-        counts.append(count_file(reference, rows, model.num_classes, split.scored_frames[i]))
+    for (first, end), reference, scored in zip(
+        split.spans(), split.reference, split.scored_frames, strict=True
+    ):
+        rows = decode(output[first:end], scored)
+        counts.append(
+            count_file(
+                reference,
+                rows,
+                model.num_classes,
+                scored,
+                fmt.doa_threshold,
+                fmt.frames_per_second,
+            )  # fmt: skip
+        )
     return counts
 
 
@@ -242,13 +270,14 @@ def _total(counts: Sequence[SeldCounts], num_classes: int) -> SeldCounts:
     return total
 
 
-def fit(train: SeldSplit, valid: SeldSplit, num_classes: int, conf: dict, seed: int) -> FitResult:
+def fit(train: SeldSplit, valid: SeldSplit, fmt: SeldFormat, conf: dict, seed: int) -> FitResult:
     """Train one probe with early stopping on the validation SELD score (seeded; the loop of
     :func:`natheear_tasks.evaluation.probe_training.fit`)."""
+    num_classes = len(fmt.classes)
 
     def validation(model: nn.Module) -> float:
-        counts = file_counts(model, valid, conf["batch_size"])
-        return seld_scores(_total(counts, num_classes)).seld
+        counts = file_counts(model, valid, fmt, conf["batch_size"])
+        return seld_scores(_total(counts, num_classes), fmt.average).seld
 
     return probe_training.fit(
         lambda: SeldProbe(train.x.shape[1], num_classes, conf),
@@ -260,9 +289,9 @@ def fit(train: SeldSplit, valid: SeldSplit, num_classes: int, conf: dict, seed: 
     )
 
 
-def scores_of(counts: SeldCounts) -> dict[str, float]:
+def scores_of(counts: SeldCounts, average: str = "macro") -> dict[str, float]:
     """The task's metrics (:data:`METRICS`) of summed counts."""
-    s = seld_scores(counts)
+    s = seld_scores(counts, average)
     return {"seld_score": s.seld, "ER20": s.er20, "F20": s.f20, "LE_CD": s.le_cd, "LR_CD": s.lr_cd}
 
 
@@ -288,10 +317,10 @@ def counts_from_json(data: dict) -> SeldCounts:
 
 
 def primary_metric(metadata: dict) -> str:
-    """A SELD task's primary metric: the SELD score, on which the probe is selected; the
-    task's ``evaluation`` list must start with it."""
+    """A SELD task's primary metric: the SELD score (the kit's ``SELD``), on which the probe
+    is selected; the task's ``evaluation`` list must start with it."""
     evaluation = metadata.get("evaluation") or [METRIC]
-    if evaluation[0] != METRIC:
+    if published.our_metric(evaluation[0]) != METRIC:
         raise ValueError(
             f"a SELD task's first evaluation metric must be {METRIC!r} (the probe is selected "
             f"on it), got {evaluation[0]!r}"
@@ -302,6 +331,7 @@ def primary_metric(metadata: dict) -> str:
 def fit_and_score(
     splits: dict[str, SeldSplit],
     metadata: dict,
+    fmt: SeldFormat,
     grid: str = "default",
     grid_points: int = 8,
     seed: int = SEED,
@@ -316,14 +346,14 @@ def fit_and_score(
         file, :func:`counts_json`).
     """
     plan = doa_probe.data_splits(metadata)
-    num_classes = len(metadata["classes"])
+    num_classes = len(fmt.classes)
     task = metadata.get("task_name", "") if task is None else task
 
     def gather(names: list[str]) -> SeldSplit:
         return SeldSplit.concat([splits[n] for n in names])
 
     def fit_split(p: dict[str, list[str]], conf: dict, probe_seed: int) -> FitResult:
-        return fit(gather(p["train"]), gather(p["valid"]), num_classes, conf, probe_seed)
+        return fit(gather(p["train"]), gather(p["valid"]), fmt, conf, probe_seed)
 
     for p in plan:
         valid = gather(p["valid"])
@@ -340,9 +370,9 @@ def fit_and_score(
         folds, per_file = {}, {}
         for p, result in zip(plan, fitted, strict=True):
             test = gather(p["test"])
-            counts = file_counts(result.model, test, best.conf["batch_size"])
+            counts = file_counts(result.model, test, fmt, best.conf["batch_size"])
             folds[fold_name(p)] = {
-                **_scores_or_none(_total(counts, num_classes)),
+                **_scores_or_none(_total(counts, num_classes), fmt.average),
                 f"validation_{METRIC}": result.validation,
                 "epoch": result.epoch,
                 "files": test.names,
@@ -351,7 +381,12 @@ def fit_and_score(
     total = _total(list(per_file.values()), num_classes)
     return {
         "metric": METRIC,
-        "test": {**_scores_or_none(total), "files": len(per_file)},
+        "test": {**_scores_or_none(total, fmt.average), "files": len(per_file)},
+        "scoring": {
+            "doa_threshold": fmt.doa_threshold,
+            "average": fmt.average,
+            "label_frame_ms": fmt.frame_ms,
+        },
         "folds": folds,
         "hparams": {k: determinism.json_value(v) for k, v in best.conf.items()},
         "grid": grid,
@@ -361,157 +396,158 @@ def fit_and_score(
     }
 
 
-def _scores_or_none(counts: SeldCounts) -> dict[str, float | None]:
+def _scores_or_none(counts: SeldCounts, average: str) -> dict[str, float | None]:
     """The metrics, or None for each when no reference event was counted."""
     if counts.n_ref.sum() == 0:
         return dict.fromkeys(METRICS)
-    return scores_of(counts)
+    return scores_of(counts, average)
 
 
-def label_rows(labels: object, file: str, frames: int, num_classes: int) -> list[FrameRow]:
-    """The frame rows of one file's SELD labels (the ``natheear-tasks seld`` format).
+@dataclass
+class SeldTask:
+    """A SELD task folder as the probe reads it."""
 
-    Raises:
-        ValueError: labels that are not that format, naming the file and the entry.
-    """
-    if not isinstance(labels, list):
-        raise ValueError(f"{file}: SELD labels must be a list of frame entries")
-    rows = []
-    for i, entry in enumerate(labels):
-        where = f"{file}[{i}]"
-        if not isinstance(entry, dict):
-            raise ValueError(f"{where}: a SELD label must be an object, got {entry!r}")
-        missing = [
-            k for k in ("frame", "class", "source", "azimuth", "elevation") if k not in entry
-        ]
-        if missing:
-            raise ValueError(f"{where}: SELD label lacks {missing} (see natheear-tasks seld)")
-        frame, cls, source = entry["frame"], entry["class"], entry["source"]
-        azimuth, elevation = entry["azimuth"], entry["elevation"]
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (frame, cls, source)):
-            raise ValueError(f"{where}: frame, class and source must be integers")
-        if not all(isinstance(v, int | float) and math.isfinite(v) for v in (azimuth, elevation)):
-            raise ValueError(f"{where}: azimuth and elevation must be finite numbers")
-        if not (0 <= frame < frames and 0 <= cls < num_classes and source >= 0):
-            raise ValueError(
-                f"{where}: frame {frame}, class {cls} or source {source} out of range "
-                f"(frames [0, {frames}), classes [0, {num_classes}))"
-            )
-        if not (-180 <= azimuth <= 180 and -90 <= elevation <= 90):
-            raise ValueError(f"{where}: azimuth {azimuth} or elevation {elevation} out of range")
-        rows.append(FrameRow(frame, cls, source, float(azimuth), float(elevation)))
-    return rows
+    fmt: SeldFormat
+    labels: dict[str, dict[str, list[FrameRow]]]  # split -> file -> label-frame rows
+    frames: dict[tuple[str, str], int]  # (split, file) -> label frames of the file
+    scored: dict[tuple[str, str], int]  # (split, file) -> frames scored (<= frames)
+    frames_from: str  # chunks.jsonl, sample_duration or wav lengths
 
 
-def task_frames(metadata: dict) -> int:
-    """Frames per file: ``sample_duration`` in 100-ms frames (a whole number of them)."""
-    if metadata.get("prediction_type") != PREDICTION_TYPE:
-        raise ValueError(f"not a SELD task: prediction_type {metadata.get('prediction_type')!r}")
-    if metadata.get("frame_seconds", FRAME_SECONDS) != FRAME_SECONDS:
-        raise ValueError(f"SELD tasks have 100-ms frames, got {metadata['frame_seconds']} s")
-    classes = metadata.get("classes")
-    if not isinstance(classes, list) or not classes:
-        raise ValueError("a SELD task's metadata needs 'classes' (names in index order)")
-    duration = metadata.get("sample_duration")
-    frames = round(duration / FRAME_SECONDS) if isinstance(duration, int | float) else 0
-    if frames < 1 or abs(frames * FRAME_SECONDS - duration) > 1e-6:
-        raise ValueError(
-            f"a SELD task needs a sample_duration of whole 100-ms frames, got {duration!r}"
-        )
-    return frames
+def _old_format(metadata: dict) -> str:
+    """The refusal of a SELD task that an earlier natheear-tasks wrote in its own format."""
+    options = metadata.get("natheear", {}).get("dataset", {})
+    folder = options.get("folder", "DATASET") if isinstance(options, dict) else "DATASET"
+    return (
+        "prediction_type 'seld' is the format natheear-tasks wrote before it wrote the "
+        f"published one (accdoa, direction [azimuth, elevation]); rewrite it with "
+        f"`natheear-tasks seld {folder} OUT` and the options that made it"
+    )
 
 
-def chunk_frames(task_dir: Path | None) -> dict[tuple[str, str], int] | None:
-    """Scored frames per ``(split, file)`` from the task's ``chunks.jsonl`` (frames that
-    start within ``audio_seconds``), or None without that file."""
-    path = None if task_dir is None else task_dir / CHUNKS_FILE
-    if path is None or not path.is_file():
+def chunk_seconds(task_dir: Path) -> dict[tuple[str, str], float] | None:
+    """True audio length per ``(split, file)`` from the task's ``chunks.jsonl``, or None
+    without that file."""
+    path = task_dir / CHUNKS_FILE
+    if not path.is_file():
         return None
-    frames = {}
+    seconds = {}
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-            seconds = float(record["audio_seconds"])
+            value = float(record["audio_seconds"])
             key = (str(record["split"]), str(record["file"]))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise ValueError(f"{path} line {number}: not a chunk record ({error})") from None
-        frames[key] = math.ceil(round(seconds / FRAME_SECONDS, 6))
-    return frames
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{path} line {number}: audio_seconds {value} is not a length")
+        seconds[key] = value
+    return seconds
 
 
-def split_labels(folder: Path, split: str, metadata: dict) -> dict[str, list[FrameRow]]:
-    """The frame rows of every file of one split file, by file name (sorted).
+def _wav_seconds(task_dir: Path, split: str, name: str) -> float | None:
+    """The length of a file of the task, read from its header in any rate folder."""
+    for rate in sorted(p for p in task_dir.iterdir() if RATE_FOLDER.match(p.name)):
+        path = rate / split / name
+        if path.is_file():
+            try:
+                return sf.info(str(path)).duration
+            except (RuntimeError, sf.LibsndfileError):
+                return None
+    return None
 
-    Args:
-        folder: a task folder or its embeddings folder (both hold ``<split>.json``).
-        split: its name (checked: a plain single name).
-        metadata: the task's metadata.
+
+def _frames(seconds: float, fmt: SeldFormat) -> int:
+    """Label frames that start inside ``seconds`` of audio."""
+    return math.ceil(round(seconds * 1000.0 / fmt.frame_ms, 6))
+
+
+def read_task(task_dir: Path, metadata: dict) -> SeldTask:
+    """Read a SELD task folder in the published format: its scoring fields, classes, every
+    split's events as label-frame rows, and each file's length.
+
     Raises:
-        ValueError: a bad split or file name, a split without files, labels not in the
-            ``natheear-tasks seld`` format.
+        ValueError: every problem found (bad names, fields, events, unknown lengths; a
+            split without events; the format natheear-tasks wrote before), one per line.
     """
-    split = check_name(split, "split name", single=True)
-    frames = task_frames(metadata)
-    num_classes = len(metadata["classes"])
-    labels = json.loads((folder / f"{split}.json").read_text())
-    if not isinstance(labels, dict) or not labels:
-        raise ValueError(f"split {split!r} of {folder} holds no files")
-    rows = {}
-    for name in sorted(labels):
-        check_name(name, f"{split}.json: file name")
-        rows[name] = label_rows(labels[name], f"{split}.json[{name!r}]", frames, num_classes)
-    return rows
+    if metadata.get("prediction_type") == published.OUR_SELD:
+        raise ValueError(_old_format(metadata))
+    classes, problems = published.read_vocabulary(task_dir / published.VOCABULARY)
+    fmt, found = published.seld_format(metadata, classes)
+    problems += found
+    if fmt is None:
+        raise ValueError("\n".join(problems))
+    duration = metadata.get("sample_duration")
+    seconds = chunk_seconds(task_dir)
+    labels, frames, scored = {}, {}, {}
+    for split in metadata["splits"]:
+        split = check_name(split, "split name", single=True)
+        try:
+            events = json.loads((task_dir / f"{split}.json").read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            problems.append(f"{split}.json cannot be read ({error})")
+            continue
+        if not isinstance(events, dict) or not events:
+            problems.append(f"{split}.json holds no files")
+            continue
+        labels[split] = {}
+        for name in sorted(events):
+            check_name(name, f"{split}.json: file name")
+            length = duration if duration is not None else _wav_seconds(task_dir, split, name)
+            if length is None:
+                problems.append(f"{split}/{name}: no wav to read its length from (sample_duration "
+                                "is null)")  # fmt: skip
+                continue
+            count = _frames(length, fmt)
+            rows, found = published.event_rows(events[name], f"{split}.json[{name!r}]", fmt, count)
+            problems += found
+            labels[split][name] = rows
+            frames[split, name] = count
+            if seconds is None:
+                scored[split, name] = count
+            elif (split, name) in seconds:
+                scored[split, name] = min(count, _frames(seconds[split, name], fmt))
+            else:
+                problems.append(f"{CHUNKS_FILE} has no record of {split}/{name}")
+        if split in labels and not any(labels[split].values()):
+            problems.append(
+                f"{split}.json holds no SELD event; a SELD task needs events in every split "
+                "(each split validates or tests in some fold)"
+            )
+    if problems:
+        raise ValueError("\n".join(problems))
+    frames_from = (
+        CHUNKS_FILE if seconds is not None
+        else "sample_duration" if duration is not None
+        else "wav lengths"
+    )  # fmt: skip
+    return SeldTask(fmt, labels, frames, scored, frames_from)
 
 
 def task_problems(task_dir: Path, metadata: dict) -> list[str]:
-    """What would stop the probe on a SELD task folder, found before any embedding: its
-    metadata, ``chunks.jsonl``, and per split the first bad name or label, a file without
-    a chunk record, or no label at all (the SELD score of a split without events is
-    undefined, and every split validates or tests in some fold)."""
+    """What would stop the probe on a SELD task folder, found before any embedding."""
     try:
-        task_frames(metadata)
-        scored = chunk_frames(task_dir)
-    except ValueError as error:
-        return [str(error)]
-    problems = []
-    for split in metadata["splits"]:
-        try:
-            rows = split_labels(task_dir, split, metadata)
-        except (OSError, ValueError) as error:
-            problems.append(str(error))
-            continue
-        unrecorded = [] if scored is None else [n for n in rows if (split, n) not in scored]
-        if unrecorded:
-            problems.append(f"{CHUNKS_FILE} has no record of {split}/{unrecorded[0]}")
-        elif not any(rows.values()):
-            problems.append(
-                f"{split}.json holds no SELD label (no active source in any frame); a SELD "
-                "task needs events in every split"
-            )
-    return problems
+        read_task(task_dir, metadata)
+    except (OSError, ValueError) as error:
+        return str(error).splitlines()
+    return []
 
 
-def load_split(
-    embed_task_dir: Path,
-    split: str,
-    metadata: dict,
-    scored: dict[tuple[str, str], int] | None = None,
-) -> SeldSplit:
+def load_split(embed_task_dir: Path, split: str, task: SeldTask) -> SeldSplit:
     """Frame inputs and targets of one split from heareval's embeddings output.
 
     Args:
         embed_task_dir: the task's embeddings folder.
         split: its name (checked: a plain single name).
-        metadata: the task's metadata.
-        scored: :func:`chunk_frames`; None scores every file on all its frames.
+        task: :func:`read_task` of the task folder.
     """
-    labels = split_labels(embed_task_dir, split, metadata)
-    frames = task_frames(metadata)
-    num_classes = len(metadata["classes"])
-    xs, sources, counts, references, scored_frames = [], [], [], [], []
-    for name, rows in labels.items():
+    split = check_name(split, "split name", single=True)
+    num_classes = len(task.fmt.classes)
+    xs, sources, counts, references, scored_frames, frames = [], [], [], [], [], []
+    names = list(task.labels[split])
+    for name in names:
         base = embed_task_dir / split / name
         embedding = np.load(f"{base}.embedding.npy")
         timestamps = np.asarray(json.loads(Path(f"{base}.timestamps.json").read_text()), float)
@@ -520,32 +556,25 @@ def load_split(
                 f"{base}: SELD needs timestamp embeddings (S, D) with S timestamps, got "
                 f"{embedding.shape} and {len(timestamps)}; set embedding_type 'event'"
             )
-        xs.append(torch.from_numpy(pool_frames(embedding, timestamps, frames)))
-        target, count = targets(rows, frames, num_classes)
+        count = task.frames[split, name]
+        xs.append(torch.from_numpy(pool_frames(embedding, timestamps, count, task.fmt.frame_ms)))
+        rows = task.labels[split][name]
+        target, active = targets(rows, count, num_classes)
         sources.append(target)
-        counts.append(count)
-        if scored is None:
-            true_frames = frames
-        elif (split, name) in scored:
-            true_frames = min(frames, scored[split, name])
-        else:
-            raise ValueError(f"{CHUNKS_FILE} has no record of {split}/{name}")
-        references.append([r for r in rows if r.frame < true_frames])
-        scored_frames.append(true_frames)
+        counts.append(active)
+        scored = task.scored[split, name]
+        references.append([r for r in rows if r.frame < scored])
+        scored_frames.append(scored)
+        frames.append(count)
     return SeldSplit(
-        list(labels),
-        torch.cat(xs),
-        torch.cat(sources),
-        torch.cat(counts),
-        references,
-        scored_frames,
+        names, torch.cat(xs), torch.cat(sources), torch.cat(counts), references, scored_frames,
         frames,
-    )
+    )  # fmt: skip
 
 
 def score_task(
     embed_task_dir: Path,
-    task_dir: Path | None = None,
+    task_dir: Path,
     grid: str = "default",
     grid_points: int = 8,
     seed: int = SEED,
@@ -555,12 +584,14 @@ def score_task(
 
     Args:
         embed_task_dir: heareval's embeddings of the task (the task is named by its folder).
-        task_dir: the task folder, for the chunks' true lengths (:data:`CHUNKS_FILE`).
+        task_dir: the task folder (events, lengths, ``chunks.jsonl``).
     """
-    metadata = json.loads((embed_task_dir / "task_metadata.json").read_text())
-    scored = chunk_frames(task_dir)
-    splits = {s: load_split(embed_task_dir, s, metadata, scored) for s in metadata["splits"]}
-    scores = fit_and_score(splits, metadata, grid, grid_points, seed, embed_task_dir.name, model)
-    scores["frames_from"] = CHUNKS_FILE if scored is not None else "sample_duration"
+    metadata = json.loads((task_dir / "task_metadata.json").read_text())
+    task = read_task(task_dir, metadata)
+    splits = {s: load_split(embed_task_dir, s, task) for s in metadata["splits"]}
+    scores = fit_and_score(
+        splits, metadata, task.fmt, grid, grid_points, seed, embed_task_dir.name, model
+    )
+    scores["frames_from"] = task.frames_from
     atomic_write_json(embed_task_dir / SCORES_NAME, scores, indent=2)
     return scores

@@ -25,10 +25,13 @@ Anything else in a field this module reads is a listed problem (file, key, value
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from natheear_tasks.formats.dcase_frames import FrameRow, direction_xyz
 
@@ -59,6 +62,31 @@ SELD_METRICS = ("seld_score", "ER20", "F20", "LE_CD", "LR_CD")
 # What our writers put in ``evaluation`` (names the kit's available_scores knows).
 LOCALIZATION_EVALUATION = ["MAE", "DOE"]
 SELD_EVALUATION = ["SELD"]
+
+
+VOCABULARY = "labelvocabulary.csv"
+
+
+def read_vocabulary(path: Path) -> tuple[list[str], list[str]]:
+    """The labels of a ``labelvocabulary.csv`` in index order (header ``idx,label``, rows
+    ``0..n-1``), and every problem with the file."""
+    if not path.is_file():
+        return [], [f"{VOCABULARY} is missing"]
+    try:
+        rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
+    except (OSError, UnicodeDecodeError) as error:
+        return [], [f"{VOCABULARY} cannot be read ({error})"]
+    if not rows or [c.strip() for c in rows[0]] != ["idx", "label"]:
+        return [], [f"{VOCABULARY} must start with the header 'idx,label'"]
+    labels, problems = [], []
+    for n, row in enumerate(rows[1:]):
+        if len(row) != 2 or row[0].strip() != str(n):
+            problems.append(f"{VOCABULARY} row {n + 2} must be '{n},<label>', got {row}")
+            continue
+        labels.append(row[1])
+    if len(rows) == 1:
+        problems.append(f"{VOCABULARY} lists no labels (only its header)")
+    return labels, problems
 
 
 def our_metric(name: str) -> str:

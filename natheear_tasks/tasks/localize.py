@@ -1,20 +1,24 @@
-"""Localization tasks: a scene task whose label is the source direction.
+"""Localization tasks: a scene task whose label is the source direction, in the published
+format (:mod:`natheear_tasks.formats.published`; the GRAM authors' kit reads it with
+``--localization cartesian-regression``).
 
 Each file's label is ``[x, y, z]``, the unit vector from the listener (microphone) to the
 source in the listener's frame: x forward, y left, z up (azimuth counter-clockwise from the
 front, elevation up). ``scenes.jsonl`` beside the task records azimuth and elevation in
 degrees (``scene.source.azimuth``, ``scene.source.elevation``) and the distance. The
-metadata says ``"prediction_type": "localization"`` (heareval's embeddings runner stores
-such labels as they are) and ``labelvocabulary.csv`` names the three components.
+metadata says ``"prediction_type": "cartesian-regression"`` and ``"evaluation": ["MAE",
+"DOE"]`` (the kit's names of the mean and median DoA error; heareval's embeddings runner
+stores such labels as they are), and ``labelvocabulary.csv`` names the three components.
 """
 
 from __future__ import annotations
 
+from natheear_tasks.formats import published
 from natheear_tasks.simulation.rirbank import direction_vector
 from natheear_tasks.tasks.taskdir import Task
 
-PREDICTION_TYPE = "localization"
-EVALUATION = ["mean_doa_error_deg", "median_doa_error_deg"]
+PREDICTION_TYPE = published.LOCALIZATION_TYPES[0]
+EVALUATION = published.LOCALIZATION_EVALUATION
 VOCABULARY = "idx,label\n0,x\n1,y\n2,z\n"
 LABEL_FORMAT = "unit_vector_xyz"
 

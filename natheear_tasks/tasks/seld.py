@@ -30,6 +30,7 @@ import torch
 
 from natheear_tasks.ambisonics import CHANNEL_ORDERS, to_ambix
 from natheear_tasks.exits import RESUMABLE, run_command
+from natheear_tasks.formats import published
 from natheear_tasks.formats.dcase_frames import FRAME_SECONDS
 from natheear_tasks.formats.wav import wav_bytes
 from natheear_tasks.pool import run_jobs
@@ -61,6 +62,7 @@ from natheear_tasks.tasks.seld_plan import (
     assign_splits,
     event_task,
     localization_task,
+    seld_format,
     seld_task,
 )
 from natheear_tasks.tasks.taskdir import (
@@ -81,7 +83,6 @@ DEFAULT_MAX_SPREAD = 10.0
 MIN_RATE = 8000
 SIDE_FILES = {"events": "pieces.jsonl", "localization": "segments.jsonl", "seld": "chunks.jsonl"}
 EVENT_EVALUATION = ["event_onset_200ms_fms", "segment_1s_er"]
-SELD_EVALUATION = ["seld_score", "ER20", "F20", "LE_CD", "LR_CD"]
 AMBIX = "AmbiX first-order Ambisonics (ACN W, Y, Z, X; SN3D)"
 CONVERSIONS = {
     "acn": "none: read as AmbiX (ACN W, Y, Z, X; SN3D)",
@@ -243,19 +244,19 @@ def _metadata(kind: str, name: str, options: Options, dataset: Dataset, splits: 
             **common,
             "embedding_type": "scene",
             "prediction_type": localize.PREDICTION_TYPE,
-            "label_format": localize.LABEL_FORMAT,
             "sample_duration": options.localization_seconds,
             "evaluation": localize.EVALUATION,
         }
+    fmt = seld_format(dataset)
     return {
         **common,
         "embedding_type": "event",
-        "prediction_type": "seld",
-        "label_format": "dcase_frames",
-        "frame_seconds": FRAME_SECONDS,
+        "prediction_type": published.ACCDOA,
         "sample_duration": options.segment_seconds,
-        "evaluation": SELD_EVALUATION,
-        "classes": list(dataset.classes),
+        "evaluation": published.SELD_EVALUATION,
+        "scoring_params": {"doa_threshold": fmt.doa_threshold, "average": fmt.average},
+        "source_dynamics": "dynamic" if fmt.dynamic else "static",
+        "_nb_label_frames_1s": fmt.frames_per_second,
     }
 
 

@@ -15,6 +15,7 @@ recording each) with their labels and side-file records.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from natheear_tasks.formats import published
 from natheear_tasks.formats.dcase_frames import (
     FRAME_SECONDS,
     FrameRow,
@@ -313,34 +315,29 @@ def event_task(dataset: Dataset, splits: Splits, seconds: float) -> TaskPlan:
     return plan
 
 
-def _frame_label(dataset: Dataset, row: FrameRow, frame: int) -> dict:
-    label = {
-        "label": dataset.classes[row.cls],
-        "start": 100 * frame,
-        "end": 100 * (frame + 1),
-        "frame": frame,
-        "class": row.cls,
-        "source": row.source,
-        "azimuth": row.azimuth,
-        "elevation": row.elevation,
-        "direction": _vector(row.direction),
-    }
-    if row.distance is not None:
-        label["distance"] = row.distance
-    return label
+def seld_format(dataset: Dataset) -> published.SeldFormat:
+    """The SELD task's published fields: the dataset's classes, 100-ms label frames, the
+    DCASE scoring (20 degrees, macro), dynamic sources for frame lists."""
+    return published.SeldFormat(
+        list(dataset.classes), 1000 * FRAME_SECONDS, round(1 / FRAME_SECONDS),
+        published.DEFAULT_DOA_THRESHOLD, "macro", dataset.layout == "frames",
+    )  # fmt: skip
 
 
 def seld_task(dataset: Dataset, splits: Splits, seconds: float) -> TaskPlan:
-    """The SELD task's chunks and frame labels (one per active source per 100-ms frame)."""
+    """The SELD task's chunks and their events in the published format (the consecutive
+    100-ms frames of a source with one direction make one event)."""
     plan = TaskPlan()
+    fmt = seld_format(dataset)
     frames = round(seconds / FRAME_SECONDS)
     for recording, j, item in _pieces(dataset, splits, seconds):
         first = j * frames
-        labels = [
-            _frame_label(dataset, row, row.frame - first)
+        rows = [
+            dataclasses.replace(row, frame=row.frame - first)
             for row in recording.rows
             if first <= row.frame < first + frames
         ]
+        labels = published.frame_events(rows, fmt)
         record = {**_span_record(recording, item.start, seconds), "first_frame": first}
         plan.add(item, labels, record)
     plan.sort()

@@ -7,8 +7,6 @@ one ``<split>.json`` per entry of ``metadata["splits"]`` and ``<rate>/<split>/<f
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from tqdm import tqdm
 # the atomic writers, also imported from here
 from natheear_tasks.atomic import atomic_write_bytes as atomic_write_bytes
 from natheear_tasks.atomic import atomic_write_json as atomic_write_json
+from natheear_tasks.formats.published import read_vocabulary
 from natheear_tasks.formats.wav import FLOAT_SUBTYPES
 from natheear_tasks.paths import escapes, name_problem
 
@@ -97,23 +96,9 @@ def _load_json(path: Path, problems: list[str]):
 
 
 def _read_vocabulary(path: Path, problems: list[str]) -> tuple[str, set[str]]:
-    if not path.is_file():
-        problems.append(f"{VOCABULARY} is missing")
-        return "", set()
-    text = path.read_text()
-    rows = list(csv.reader(io.StringIO(text)))
-    if not rows or [c.strip() for c in rows[0]] != ["idx", "label"]:
-        problems.append(f"{VOCABULARY} must start with the header 'idx,label'")
-        return text, set()
-    labels = set()
-    for n, row in enumerate(rows[1:]):
-        if len(row) != 2 or row[0].strip() != str(n):
-            problems.append(f"{VOCABULARY} row {n + 2} must be '{n},<label>', got {row}")
-            continue
-        labels.add(row[1])
-    if len(rows) == 1:
-        problems.append(f"{VOCABULARY} lists no labels (only its header)")
-    return text, labels
+    labels, found = read_vocabulary(path)
+    problems += found
+    return (path.read_text() if path.is_file() else ""), set(labels)
 
 
 def _check_labels(split: str, name: str, labels, kind: str, vocab: set[str], problems: list[str]):
