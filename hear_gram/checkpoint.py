@@ -9,7 +9,11 @@
 A reference ``ref`` is resolved in this order: ``"random"`` (untrained weights, seeded), an
 existing local folder or ``.safetensors`` file, a Hugging Face Hub repository
 ``org/name`` or ``org/name@revision`` (downloaded through ``huggingface_hub``, which honours
-``HF_HUB_OFFLINE``, ``HF_HOME`` and ``HF_HUB_CACHE``). Weights are never unpickled.
+``HF_HUB_OFFLINE``, ``HF_HOME`` and ``HF_HUB_CACHE``). Weights are never unpickled and no
+repository code is run: a folder holds ``model.safetensors``, one ``.safetensors`` file, or
+shards listed by ``model.safetensors.index.json``; a ``config.json`` that is not
+hear_gram's (a ``transformers`` repository's) lends the hyper-parameters it has
+(:mod:`hear_gram.encoder_args`), checked against the weights.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from hear_gram.atomic import save_safetensors, temp_dir
+from hear_gram.encoder_args import check_args, foreign_args
 from hear_gram.errors import CheckpointError
 from hear_gram.reference import detect
 from hear_gram.variants import (
@@ -38,6 +43,7 @@ from hear_gram.variants import (
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
 FORMAT = "hear-gram"
 FORMAT_VERSION = 1
 RANDOM = "random"
@@ -91,6 +97,14 @@ def save_checkpoint(
     return folder
 
 
+def hub_cache() -> str | None:
+    """The Hub cache the environment names now (``HF_HUB_CACHE``, else ``HF_HOME/hub``;
+    huggingface_hub reads them once, when first imported), or None for its default."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    return str(Path(os.environ["HF_HOME"]) / "hub") if os.environ.get("HF_HOME") else None
+
+
 def download(ref: str) -> Path:
     """Local snapshot folder of Hub repository ``org/name[@revision]``, for a ``ref`` that
     names no local file or folder.
@@ -106,7 +120,10 @@ def download(ref: str) -> Path:
     repo_id, _, revision = ref.partition("@")
     try:
         path = snapshot_download(
-            repo_id, revision=revision or None, allow_patterns=["*.json", "*.safetensors"]
+            repo_id,
+            revision=revision or None,
+            allow_patterns=["*.json", "*.safetensors"],
+            cache_dir=hub_cache(),
         )
     except Exception as error:  # huggingface_hub raises many types for "not reachable"
         detail = (str(error).strip().splitlines() or [""])[0]
@@ -209,17 +226,49 @@ def read_config(path: Path) -> dict | None:
     return config
 
 
-def _weights_and_config(path: Path) -> tuple[Path, dict | None]:
+def read_sharded(index: Path) -> dict[str, Tensor]:
+    """The tensors of the shards a ``model.safetensors.index.json`` lists (shard names must
+    be plain file names beside it; every key from the shard the index names)."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        shards = sorted(set(weight_map.values()))
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+        raise CheckpointError(f"{index} is not a safetensors index ({error})") from None
+    state: dict[str, Tensor] = {}
+    for shard in shards:
+        if not isinstance(shard, str) or Path(shard).name != shard or shard in ("", ".", ".."):
+            raise CheckpointError(f"{index} names shard {shard!r}, not a file beside it")
+        tensors = read_weights(index.parent / shard)
+        state.update({k: v for k, v in tensors.items() if weight_map.get(k) == shard})
+    missing = sorted(set(weight_map) - set(state))
+    if missing:
+        raise CheckpointError(f"{index} lists keys its shards do not hold: {missing[:10]}")
+    return state
+
+
+def read_state(weights: Path) -> dict[str, Tensor]:
+    """The tensors of a ``.safetensors`` file or of the shards of an index."""
+    return read_sharded(weights) if weights.name.endswith(".index.json") else read_weights(weights)
+
+
+def _weights_and_config(path: Path) -> tuple[Path, dict | None, dict | None]:
+    """The weights file (or shard index), hear_gram's config (None when absent or foreign)
+    and a foreign ``config.json``'s content (None when absent or hear_gram's)."""
     if path.is_dir():
         weights = path / WEIGHTS_NAME
         if not weights.exists():
+            index = path / INDEX_NAME
             found = sorted(path.glob("*.safetensors"))
-            if len(found) != 1:
+            if index.is_file():
+                weights = index
+            elif len(found) != 1:
                 raise CheckpointError(
                     f"{path} holds no {WEIGHTS_NAME} (safetensors files there: "
-                    f"{[f.name for f in found]}); a checkpoint folder needs exactly one"
+                    f"{[f.name for f in found]}); a checkpoint folder needs exactly one, or "
+                    f"shards listed by {index.name}"
                 )
-            weights = found[0]
+            else:
+                weights = found[0]
         config_path = path / CONFIG_NAME
     else:
         if path.suffix != ".safetensors":
@@ -229,7 +278,16 @@ def _weights_and_config(path: Path) -> tuple[Path, dict | None]:
                 "`python -m hear_gram.convert IN OUT_FOLDER --variant NAME`"
             )
         weights, config_path = path, path.with_name(CONFIG_NAME)
-    return weights, read_config(config_path)
+    config = read_config(config_path)
+    return weights, config, None if config is not None else foreign_config(config_path)
+
+
+def foreign_config(path: Path) -> dict | None:
+    """A ``config.json`` that is not hear_gram's, as a dict (None when absent)."""
+    if not path.is_file():
+        return None
+    content = json.loads(path.read_text())  # read_config already refused bad JSON
+    return content if isinstance(content, dict) else None
 
 
 def load_state_strict(module: nn.Module, state: dict[str, Tensor], what: str) -> None:
@@ -307,9 +365,13 @@ def load_encoder(ref: str, variant: str) -> tuple[nn.Module, dict]:
     if ref == RANDOM:
         encoder = create_encoder(spec["architecture"], spec["encoder"], seed=RANDOM_SEED)
         return encoder, make_config(variant, spec["encoder"], {"weights": RANDOM})
-    weights, config = _weights_and_config(resolve(ref))
+    path = resolve(ref)
+    source = describe_source(ref, path)
+    weights, config, foreign = _weights_and_config(path)
+    state = read_state(weights)
     if config is not None:
         _check_variant(config["variant"], variant, str(weights))
+        check_args(config["encoder"], state, f"{source}: {CONFIG_NAME}")
         try:
             encoder = create_encoder(config["architecture"], config["encoder"])
         except (TypeError, ValueError) as error:
@@ -318,17 +380,26 @@ def load_encoder(ref: str, variant: str) -> tuple[nn.Module, dict]:
                 f"{config['architecture']} encoder ({error}): restore the file from where the "
                 "checkpoint came from, or write the folder anew"
             ) from None
-        load_state_strict(encoder, read_weights(weights), str(weights))
+        load_state_strict(encoder, state, source)
         return encoder, config
-    state = read_weights(weights)
-    return encoder_from_reference(state, variant, str(ref))
+    return encoder_from_reference(state, variant, source, foreign)
+
+
+def describe_source(ref: str, path: Path) -> str:
+    """How messages and metadata name a checkpoint: ``org/name@commit`` for a Hub snapshot
+    (the revision the cache holds), else the path."""
+    if path != Path(ref).expanduser() and path.parent.name == "snapshots":
+        return f"{ref.partition('@')[0]}@{path.name}"
+    return str(path)
 
 
 def encoder_from_reference(
-    state: dict[str, Tensor], variant: str, source: str
+    state: dict[str, Tensor], variant: str, source: str, foreign: dict | None = None
 ) -> tuple[nn.Module, dict]:
     """Build ``variant``'s encoder from a reference-layout state dict, loading strictly.
 
+    The arguments come from the weights' shapes; a foreign ``config.json`` (``foreign``)
+    lends those the shapes cannot tell (heads, norm epsilon) and must agree with the rest.
     A 2-channel reference model loaded as a mono variant is folded to 1 input channel
     (patch weights summed over channels), which is exact for mono copied to both channels.
     """
@@ -348,6 +419,18 @@ def encoder_from_reference(
             f"with a {found.name} module ({modules})"
         )
     encoder_state, _, args = REFERENCE_CONVERTERS[spec["architecture"]](state)
+    lent = {k: v for k, v in foreign_args(foreign or {}).items() if k in args or k == "norm_eps"}
+    clash = [
+        f"{k} {v!r} in config.json but {args[k]!r} in the weights"
+        for k, v in lent.items()
+        if k in args and k not in ("num_heads", "norm_eps")
+        and (list(v) if isinstance(v, list | tuple) else v)
+        != (list(args[k]) if isinstance(args[k], list | tuple) else args[k])
+    ]  # fmt: skip
+    if clash:
+        raise CheckpointError(f"{source}: its config.json disagrees with its weights: {clash}")
+    args.update({k: lent[k] for k in ("num_heads", "norm_eps") if k in lent})
+    check_args(args, encoder_state, source)
     args = _variant_from_shapes(args, variant)
     if args.pop("fold_stereo", False):
         w = encoder_state["patch_embed.proj.weight"]

@@ -29,17 +29,24 @@ GRAM_VARIANTS: dict[str, dict] = {
     "gram-binaural-time": {
         "features": "binaural",
         "encoder": {"in_chans": 2, "patch_size": (128, 2), **VIT_BASE},
-        "hub": None,
+        "hub": "labhamlet/gramt-binaural-time",
+    },
+    # The release's "-frame" model: patch ("frame") masking in the reference's naming, so
+    # the 16 x 8 encoder of gram-binaural; the loader checks the patch against the weights.
+    "gram-binaural-frame": {
+        "features": "binaural",
+        "encoder": {"in_chans": 2, "patch_size": (16, 8), **VIT_BASE},
+        "hub": "labhamlet/gramt-binaural-frame",
     },
     "gram-ambisonics": {
         "features": "ambisonics",
         "encoder": {"in_chans": 7, "patch_size": (16, 8), **VIT_BASE},
-        "hub": None,
+        "hub": "labhamlet/gramt-ambisonics",
     },
     "gram-clean": {
         "features": "mono",
         "encoder": {"in_chans": 1, "patch_size": (16, 8), **VIT_BASE},
-        "hub": None,
+        "hub": "labhamlet/gramt-mono",
     },
 }
 

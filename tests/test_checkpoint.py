@@ -181,7 +181,8 @@ def test_hub_reference_resolves_from_the_local_cache_offline(tmp_path, monkeypat
     encoder, config = load_encoder("someone/gram-test", "gram-binaural")
     x = torch.randn(1, 2, 128, 200)
     torch.testing.assert_close(encoder.eval().forward_tokens(x), reference(x), rtol=1e-5, atol=1e-5)
-    assert config["metadata"]["converted_from"] == "someone/gram-test"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    assert config["metadata"]["converted_from"] == f"someone/gram-test@{commit}"
 
 
 def test_default_weights_offline_and_not_cached_say_how_to_get_them(tmp_path, monkeypatch):
@@ -191,8 +192,17 @@ def test_default_weights_offline_and_not_cached_say_how_to_get_them(tmp_path, mo
         CheckpointError, match="labhamlet/gramt-binaural.*`hf download labhamlet/gramt-binaural`"
     ):
         hear_api.load_model("gram-binaural")
+    # every released model is its module's default (labhamlet's five)
+    for variant, repo in [
+        ("gram-binaural-time", "gramt-binaural-time"),
+        ("gram-binaural-frame", "gramt-binaural-frame"),
+        ("gram-clean", "gramt-mono"),
+        ("gram-ambisonics", "gramt-ambisonics"),
+    ]:
+        with pytest.raises(CheckpointError, match=f"`hf download labhamlet/{repo}`"):
+            hear_api.load_model(variant)
     with pytest.raises(ValueError, match="no released weights"):
-        hear_api.load_model("gram-ambisonics")
+        hear_api.load_model("gram-m-ambisonics")
     with pytest.raises(CheckpointError, match="neither an existing file"):
         hear_api.load_model("gram-binaural", str(tmp_path / "missing" / "x"))
 
@@ -279,3 +289,130 @@ def test_broken_config_names_the_file(tmp_path, edit, match):
     with pytest.raises(CheckpointError, match=match) as caught:
         load_encoder(str(tmp_path / "ckpt"), "gram-binaural")
     assert str(path) in str(caught.value)
+
+
+RELEASED = {
+    "gram-binaural": "labhamlet/gramt-binaural",
+    "gram-binaural-time": "labhamlet/gramt-binaural-time",
+    "gram-binaural-frame": "labhamlet/gramt-binaural-frame",
+    "gram-clean": "labhamlet/gramt-mono",
+    "gram-ambisonics": "labhamlet/gramt-ambisonics",
+}
+LAYOUT_OF = {  # variant -> (input channels, patch) of its reference model
+    "gram-binaural": (2, (16, 8)),
+    "gram-binaural-time": (2, (128, 2)),
+    "gram-binaural-frame": (2, (16, 8)),
+    "gram-clean": (2, (16, 8)),  # the mono model fed mono copied to both channels
+    "gram-ambisonics": (7, (16, 8)),
+}
+TRANSFORMERS_CONFIG = {  # a custom-code transformers repository's config.json
+    "model_type": "gramt",
+    "architectures": ["GRAMTModel"],
+    "auto_map": {"AutoModel": "modeling_gramt.GRAMTModel"},
+    "hidden_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,  # not 128 / 64: only the config can tell
+    "layer_norm_eps": 1e-6,
+}
+
+
+def _wrapper_state(reference, layout: str) -> dict:
+    """The same weights as each release might hold them: the reference's Lightning
+    state_dict, the runtime's model.-prefixed file, a transformers PreTrainedModel around
+    that runtime."""
+    prefix = {"lightning": "", "runtime": "model.", "pretrained": "gramt.model."}[layout]
+    state = reference_state_dict(reference, prefix)
+    if layout == "pretrained":  # the wrapper's own feature extractor sits outside the model
+        state = {k.replace("gramt.mel_spec.", "gramt.feature_extractor.mel_spec."): v
+                 for k, v in state.items()}  # fmt: skip
+    return state
+
+
+@pytest.mark.parametrize("layout", ["lightning", "runtime", "pretrained"])
+@pytest.mark.parametrize("variant", sorted(RELEASED))
+def test_every_released_reference_loads_from_the_hub_cache(tmp_path, monkeypatch, variant, layout):
+    """Each of the five released repositories, as its module's default, from a Hub cache
+    holding its weights in any of the plausible layouts, a transformers config.json (heads
+    taken from it) and custom modeling code that must never run."""
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(4)
+    in_chans, patch = LAYOUT_OF[variant]
+    reference = ReferenceGramT(in_chans, patch, dim=128, depth=2, heads=4).eval()
+    files = tmp_path / "files"
+    files.mkdir()
+    save_file(_wrapper_state(reference, layout), files / "model.safetensors")
+    (files / "config.json").write_text(json.dumps(TRANSFORMERS_CONFIG))
+    marker = tmp_path / "code-ran"
+    (files / "modeling_gramt.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    fake_hub_cache(cache, RELEASED[variant], {n: files / n for n in os.listdir(files)})
+    model = hear_api.load_model(variant, sample_rate=16000)
+    assert model.encoder.blocks[0].attn.num_heads == 4 and not marker.exists()
+    x = torch.randn(1, in_chans, 128, 200)
+    expected = reference(x)
+    if variant == "gram-clean":  # folded to one channel: mono copied to both
+        x, expected = x[:, :1], reference(x[:, :1].expand(-1, 2, -1, -1))
+    torch.testing.assert_close(model.encoder.forward_tokens(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_sharded_weights_load_and_mismatches_name_repository_and_revision(tmp_path, monkeypatch):
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(5)
+    reference = ReferenceGramT(2, (16, 8), dim=128, depth=2, heads=4).eval()
+    state = reference_state_dict(reference)
+    keys = sorted(state)
+    files = tmp_path / "files"
+    files.mkdir()
+    halves = {"model-00001-of-00002.safetensors": keys[::2],
+              "model-00002-of-00002.safetensors": keys[1::2]}  # fmt: skip
+    for name, part in halves.items():
+        save_file({k: state[k] for k in part}, files / name)
+    weight_map = {k: name for name, part in halves.items() for k in part}
+    (files / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (files / "config.json").write_text(json.dumps(TRANSFORMERS_CONFIG))
+    fake_hub_cache(cache, "labhamlet/gramt-binaural", {n: files / n for n in os.listdir(files)})
+    encoder, _ = load_encoder("labhamlet/gramt-binaural", "gram-binaural")
+    x = torch.randn(1, 2, 128, 200)
+    torch.testing.assert_close(encoder.eval().forward_tokens(x), reference(x), rtol=1e-5, atol=1e-5)
+    # a config that disagrees with the weights, then weights with an unknown key
+    (files / "config.json").write_text(json.dumps({**TRANSFORMERS_CONFIG, "hidden_size": 256}))
+    shutil.rmtree(cache)
+    fake_hub_cache(cache, "labhamlet/gramt-binaural", {n: files / n for n in os.listdir(files)})
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    with pytest.raises(CheckpointError, match=rf"labhamlet/gramt-binaural@{commit}: its "
+                       r"config.json disagrees.*embed_dim 256.*128"):  # fmt: skip
+        load_encoder("labhamlet/gramt-binaural", "gram-binaural")
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        ({"embed_dim": 10_000_000}, r"embed_dim 10000000: not an integer in \[4, 4096\]"),
+        ({"depth": 100_000}, r"depth 100000: not an integer in \[1, 64\]"),
+        ({"mlp_ratio": 1e6}, r"mlp_ratio 1000000.0: not a number in \[0.25, 16\]"),
+        ({"chunk_frames": 100_000_000}, "chunk_frames 100000000: hear_gram's features give 200"),
+        ({"num_heads": 0}, r"num_heads 0: not an integer in \[1, 256\]"),
+        ({"n_mels": -128}, "n_mels -128: hear_gram's features give 128"),
+        ({"embed_dim": 64}, "embed_dim 64 but the weights have 32"),
+        ({"depth": 3}, "depth 3 but the weights have 2"),
+        ({"num_heads": 5}, "num_heads 5 does not divide embed_dim 32"),
+    ],
+)
+def test_config_values_are_bounded_and_checked_against_the_weights_before_building(
+    tmp_path, monkeypatch, edit, match
+):
+    """An untrusted config.json cannot make load_model allocate until the OOM killer: every
+    value is bounded and the sizes must be the weights' (nothing is built before)."""
+    folder = save_checkpoint(tmp_path / "ckpt", GramEncoder(**small_args()), "gram-binaural",
+                             small_args())  # fmt: skip
+    config = json.loads((folder / "config.json").read_text())
+    config["encoder"].update(edit)
+    (folder / "config.json").write_text(json.dumps(config))
+    built = []
+    monkeypatch.setattr(GramEncoder, "__init__", lambda *a, **k: built.append(1) or None)
+    with pytest.raises(CheckpointError, match=match):
+        load_encoder(str(folder), "gram-binaural")
+    assert not built
