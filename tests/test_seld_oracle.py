@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from natheear_tasks.baselines.seld_oracle import (
@@ -172,3 +173,47 @@ def test_the_command_has_help(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "usage: natheear-tasks seld-oracle" in out and "--margin-db" in out
+
+
+def test_a_published_task_folder_is_localized_with_its_direction_convention(tmp_path, capsys):
+    """--layout task: an accdoa task folder (events with direction [azimuth, elevation] in
+    degrees, static sources, 20 label frames a second, files of any length) whose FOA is
+    exactly encoded plane waves: the per-class LE_CD is a few degrees (a mirrored or
+    swapped convention would be tens of degrees off)."""
+    task = tmp_path / "published-seld"
+    per_second = 20  # 50-ms label frames
+    labels = {}
+    for split, seed in (("train", 1), ("test", 2)):
+        (task / str(RATE) / split).mkdir(parents=True)
+        labels[split] = {}
+        for index, shift in enumerate((0.0, 95.0)):
+            events = [(c, f, e, a + shift, el) for c, f, e, a, el in EVENTS]
+            audio = _plane_wave_file(events, seed=seed + index)
+            name = f"{split}{index}.wav"
+            sf.write(task / str(RATE) / split / name, audio.T, RATE, subtype="FLOAT")
+            labels[split][name] = [
+                {"label": "ab"[c], "start": 100.0 * f, "end": 100.0 * e,
+                 "direction": [(a + 180) % 360 - 180, el]}
+                for c, f, e, a, el in events
+            ]  # fmt: skip
+    metadata = {
+        "task_name": "published-seld", "embedding_type": "event", "prediction_type": "accdoa",
+        "split_mode": "trainvaltest", "splits": ["train", "test"], "sample_duration": None,
+        "evaluation": ["SELD"], "scoring_params": {"doa_threshold": 20, "average": "macro"},
+        "source_dynamics": "static", "_nb_label_frames_1s": per_second,
+    }  # fmt: skip
+    (task / "task_metadata.json").write_text(json.dumps(metadata))
+    (task / "labelvocabulary.csv").write_text("idx,label\n0,a\n1,b\n")
+    for split, files in labels.items():
+        (task / f"{split}.json").write_text(json.dumps(files))
+    out = tmp_path / "oracle"
+    assert main(["seld-oracle", str(task), str(out), "--layout", "task"]) == 0
+    assert f"--label-frames-1s {per_second}" in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "prediction").iterdir()) == [
+        "test__test0.csv", "test__test1.csv", "train__train0.csv", "train__train1.csv"
+    ]  # fmt: skip
+    report = score_folders(out / "reference", out / "prediction", 2, frames_per_segment=per_second)
+    assert report.scores.class_le_cd.max() < 5.0, report.scores.class_le_cd
+    assert report.scores.f20 > 0.9
+    record = json.loads((out / "oracle.json").read_text())
+    assert record["layout"] == "task" and record["label_frames_1s"] == per_second

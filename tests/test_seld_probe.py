@@ -22,6 +22,7 @@ from natheear_tasks.evaluation.seld_probe import (
 )
 from natheear_tasks.formats.dcase_frames import FrameRow, azimuth_elevation, direction_xyz
 from natheear_tasks.formats.published import SeldFormat
+from natheear_tasks.tasks import seld_folder
 
 
 def _random_units(generator: torch.Generator, *shape: int) -> torch.Tensor:
@@ -281,14 +282,14 @@ def test_files_of_any_length_take_their_wav_length(tmp_path):
         sf.write(task / "24000" / split / f"{split}0.wav", np.zeros((int(24000 * seconds), 4)),
                  24000)  # fmt: skip
     metadata = json.loads((task / "task_metadata.json").read_text())
-    read = seld_probe.read_task(task, metadata)
+    read = seld_folder.read_task(task, metadata)
     assert read.frames == {("train", "train0.wav"): 10, ("valid", "valid0.wav"): 6,
                            ("test", "test0.wav"): 20}  # fmt: skip
     assert read.frames_from == "wav lengths"
     labels["valid"]["valid0.wav"].append(seld_label(7))
     (task / "valid.json").write_text(json.dumps(labels["valid"]))
     with pytest.raises(ValueError, match=r"valid.json\['valid0.wav'\]\[1\]: starts at 700 ms"):
-        seld_probe.read_task(task, metadata)
+        seld_folder.read_task(task, metadata)
 
 
 @pytest.mark.parametrize(
@@ -305,4 +306,4 @@ def test_names_from_the_task_cannot_lead_outside_it(tmp_path, where, name):
     if where == "split":
         metadata["splits"] = [name]
     with pytest.raises(ValueError, match="outside|absolute|'\\.\\.'"):
-        seld_probe.read_task(task, metadata)
+        seld_folder.read_task(task, metadata)

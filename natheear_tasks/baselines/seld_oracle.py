@@ -25,6 +25,12 @@ their activity. Output: ``OUT/prediction/<stem>.csv`` (DCASE output CSVs,
 labels as frame lists: event lists label every frame an event overlaps, as ``natheear-tasks
 seld`` does), scored by ``natheear-tasks seld-score --ref OUT/reference --pred
 OUT/prediction``; ``OUT/oracle.json`` records the settings.
+
+``--layout task`` reads a SELD task folder in the published format instead (an ``accdoa``
+task: the GRAM authors' RealSELD tasks, or ``natheear-tasks seld`` output): every file of
+every split, at the task's highest rate, its label frames (``_nb_label_frames_1s``) and its
+events' directions (``[azimuth, elevation]``, the DCASE convention); the CSVs are named
+``<split>__<file>.csv``.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,11 +57,11 @@ from natheear_tasks.ambisonics import (
 from natheear_tasks.atomic import atomic_folder
 from natheear_tasks.exits import ALL_OR_NOTHING, run_command
 from natheear_tasks.formats.dcase_frames import (
-    FRAME_SECONDS,
     FrameRow,
     azimuth_elevation,
     format_frame_csv,
 )
+from natheear_tasks.tasks import seld_folder
 from natheear_tasks.tasks.seld_dataset import (
     DEFAULT_AUDIO_DIR,
     DEFAULT_METADATA_DIR,
@@ -64,6 +71,7 @@ from natheear_tasks.tasks.seld_dataset import (
 )
 from natheear_tasks.tasks.taskdir import TaskError, atomic_write_bytes
 
+TASK_LAYOUT = "task"
 MARGIN_DB = 10.0
 FLOOR_PERCENTILE = 10.0
 HOP_SECONDS = 0.01
@@ -74,14 +82,17 @@ GIVEN = (
 INFERRED = "activity (W energy above the file's noise floor) and one direction per frame"
 
 
-def frame_intensity(audio: Tensor, sample_rate: int, num_frames: int) -> tuple[Tensor, Tensor]:
-    """Active intensity and W energy of AmbiX audio summed per 100-ms label frame.
+def frame_intensity(
+    audio: Tensor, sample_rate: int, num_frames: int, frames_per_second: int = 10
+) -> tuple[Tensor, Tensor]:
+    """Active intensity and W energy of AmbiX audio summed per label frame.
 
     Args:
         audio: ``(..., 4, T)`` AmbiX (W, Y, Z, X).
         sample_rate: Hz.
         num_frames: label frames ``F``; STFT frames centred at or after ``F`` frames are
             left out.
+        frames_per_second: label frames a second (10: 100-ms frames).
     Returns:
         ``intensity (..., F, 3)`` as ``[x, y, z]`` (x forward, y left, z up) and
         ``energy (..., F)``.
@@ -90,7 +101,7 @@ def frame_intensity(audio: Tensor, sample_rate: int, num_frames: int) -> tuple[T
     band = (INTENSITY_BAND[0], min(INTENSITY_BAND[1], 0.45 * sample_rate))
     intensity, energy = active_intensity(audio, sample_rate, stft_size(sample_rate), hop, band)
     centres = torch.arange(energy.shape[-1], device=audio.device) * hop
-    frame = torch.div(centres * round(1 / FRAME_SECONDS), sample_rate, rounding_mode="floor")
+    frame = torch.div(centres * frames_per_second, sample_rate, rounding_mode="floor")
     keep = frame < num_frames
     summed = intensity.new_zeros(*intensity.shape[:-1], num_frames)
     summed.index_add_(-1, frame[keep], intensity[..., keep])
@@ -136,21 +147,72 @@ def oracle_rows(intensity: Tensor, active: Tensor, reference: Sequence[FrameRow]
     return rows
 
 
-def reference_rows(recording: Recording) -> list[FrameRow]:
+def reference_rows(recording: Recording | TaskFile) -> list[FrameRow]:
     """The recording's labels as frame-list rows without the distance column."""
     return [FrameRow(r.frame, r.cls, r.source, r.azimuth, r.elevation) for r in recording.rows]
 
 
+@dataclass(frozen=True)
+class TaskFile:
+    """One file of a published-format SELD task, as the oracle reads it."""
+
+    identity: str  # "<split>/<file>"
+    stem: str  # "<split>__<file without .wav, / as __>"
+    wav: Path
+    sample_rate: int
+    frame_count: int
+    rows: tuple[FrameRow, ...]
+
+
+def task_files(task_dir: Path) -> tuple[list[str], int, list[TaskFile]]:
+    """The classes, label frames a second and files of a published SELD task folder
+    (checked as ``evaluate`` checks it; each file read at the task's highest rate).
+
+    Raises:
+        TaskError: every problem of the task folder.
+    """
+    where = Path("seld-oracle")
+    try:
+        metadata = json.loads((task_dir / "task_metadata.json").read_text())
+        task = seld_folder.read_task(task_dir, metadata)
+    except (OSError, ValueError) as error:
+        raise TaskError(where, [f"{task_dir}: {p}" for p in str(error).splitlines()]) from None
+    rates = sorted(int(p.name) for p in task_dir.iterdir() if seld_folder.RATE_FOLDER.match(p.name))
+    if not rates:
+        raise TaskError(where, [f"{task_dir} has no <sample rate>/ folder of wavs"])
+    files, problems, stems = [], [], set()
+    for split, labels in task.labels.items():
+        for name, rows in labels.items():
+            wav = task_dir / str(rates[-1]) / split / name
+            stem = f"{split}__{name.removesuffix('.wav').replace('/', '__')}"
+            if not wav.is_file():
+                problems.append(f"{wav} is missing")
+            elif sf.info(str(wav)).channels != 4:
+                problems.append(f"{wav} has {sf.info(str(wav)).channels} channels, not 4 (FOA)")
+            elif stem in stems:
+                problems.append(f"{split}/{name}: two files would write {stem}.csv")
+            else:
+                stems.add(stem)
+                frames = task.frames[split, name]
+                files.append(TaskFile(f"{split}/{name}", stem, wav, rates[-1], frames, tuple(rows)))
+    if problems:
+        raise TaskError(where, problems)
+    return task.fmt.classes, task.fmt.frames_per_second, files
+
+
 def predict(
-    recording: Recording,
+    recording: Recording | TaskFile,
     channel_order: str = "acn",
     margin_db: float = MARGIN_DB,
     percentile: float = FLOOR_PERCENTILE,
+    frames_per_second: int = 10,
 ) -> tuple[list[FrameRow], int]:
     """The oracle's rows for one recording and its number of active frames."""
     audio, _ = sf.read(str(recording.wav), dtype="float64", always_2d=True)
     ambix = to_ambix(torch.from_numpy(np.ascontiguousarray(audio.T)), channel_order)
-    intensity, energy = frame_intensity(ambix, recording.sample_rate, recording.frame_count)
+    intensity, energy = frame_intensity(
+        ambix, recording.sample_rate, recording.frame_count, frames_per_second
+    )
     active = active_frames(energy, margin_db, percentile)
     return oracle_rows(intensity, active, recording.rows), int(active.sum())
 
@@ -184,11 +246,17 @@ def run_oracle(
         problems.append(f"{out} exists; give a new folder for the oracle's output, or remove it")
     if problems:
         raise TaskError(Path("seld-oracle"), problems)
-    dataset = read_dataset(dataset_dir, layout, audio_dir, metadata_dir)
+    if layout == TASK_LAYOUT:
+        classes, per_second, recordings = task_files(Path(dataset_dir))
+        source, digest = str(Path(dataset_dir)), None
+    else:
+        dataset = read_dataset(dataset_dir, layout, audio_dir, metadata_dir)
+        classes, per_second, recordings = list(dataset.classes), 10, dataset.recordings
+        source, digest = str(dataset.path), dataset.digest()
     with atomic_folder(out) as staging:
         files = {}
-        for recording in tqdm(dataset.recordings, desc="seld-oracle", unit="recording"):
-            rows, active = predict(recording, channel_order, margin_db, percentile)
+        for recording in tqdm(recordings, desc="seld-oracle", unit="recording"):
+            rows, active = predict(recording, channel_order, margin_db, percentile, per_second)
             name = f"{recording.stem}.csv"
             atomic_write_bytes(staging / "prediction" / name, format_frame_csv(rows).encode())
             reference = format_frame_csv(reference_rows(recording)).encode()
@@ -201,10 +269,11 @@ def run_oracle(
             }
         record = {
             "kind": "natheear-seld-oracle",
-            "dataset": str(dataset.path),
+            "dataset": source,
             "layout": layout,
-            "classes": list(dataset.classes),
-            "dataset_digest": dataset.digest(),
+            "classes": classes,
+            "label_frames_1s": per_second,
+            "dataset_digest": digest,
             "channel_order": channel_order,
             "margin_db": margin_db,
             "floor_percentile": percentile,
@@ -225,9 +294,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("dataset", help="a DCASE SELD dataset folder (as `natheear-tasks seld`)")
+    parser.add_argument(
+        "dataset",
+        help="a DCASE SELD dataset folder (as `natheear-tasks seld`), or with --layout task a "
+        "published-format SELD task folder",
+    )
     parser.add_argument("out", help="new folder for prediction/, reference/ and oracle.json")
-    parser.add_argument("--layout", required=True, choices=LAYOUTS)
+    parser.add_argument("--layout", required=True, choices=(*LAYOUTS, TASK_LAYOUT))
     parser.add_argument(
         "--channel-order",
         choices=CHANNEL_ORDERS,
@@ -271,9 +344,11 @@ def _oracle(args: argparse.Namespace) -> int:
         args.metadata_dir,
     )
     out = Path(args.out)
+    frames = record["label_frames_1s"]
     print(
         f"{out}: oracle rows of {len(record['files'])} recording(s); score them with\n"
         f"  natheear-tasks seld-score --ref {out / 'reference'} --pred {out / 'prediction'} "
         f"--num-classes {len(record['classes'])}"
+        + (f" --label-frames-1s {frames}" if frames != 10 else "")
     )
     return 0

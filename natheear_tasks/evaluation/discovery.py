@@ -19,6 +19,7 @@ from natheear_tasks.evaluation import doa_probe, scoring, seld_probe
 from natheear_tasks.evaluation.errors import UsageError
 from natheear_tasks.formats import published
 from natheear_tasks.paths import name_problem
+from natheear_tasks.tasks import seld_folder
 
 HEAREVAL = "heareval"
 LOCALIZATION = "localization"
@@ -122,7 +123,7 @@ def read_task_info(name: str, path: Path) -> tuple[TaskInfo | None, list[str]]:
             task.metric  # noqa: B018 (checks the evaluation list)
         except ValueError as error:
             return task, [f"task_metadata.json: {error}"]
-        return task, seld_probe.task_problems(path, metadata)[: 4 * MAX_LISTED]
+        return task, seld_folder.task_problems(path, metadata)[: 4 * MAX_LISTED]
     if task.localization:
         if metadata["embedding_type"] != "scene":
             return task, ["task_metadata.json: a localization task needs embedding_type 'scene'"]

@@ -152,6 +152,7 @@ def score_folders(
     threshold: float = DOA_THRESHOLD_DEG,
     average: str = "macro",
     score_missing: bool = False,
+    frames_per_segment: int = FRAMES_PER_SEGMENT,
 ) -> SeldReport:
     """Score the reference CSVs of ``ref_dir`` that have a namesake in ``pred_dir`` (all of
     them with ``score_missing``, the others as all missed).
@@ -167,6 +168,8 @@ def score_folders(
         num_classes = None
     if not 0 < threshold <= 180:
         problems.append(f"--doa-threshold must be in (0, 180] degrees, got {threshold}")
+    if not 1 <= frames_per_segment <= 1000:
+        problems.append(f"--label-frames-1s must be in [1, 1000], got {frames_per_segment}")
     ref_files = _csv_files(ref_dir, "reference", problems)
     pred_files = _csv_files(pred_dir, "prediction", problems)
     problems.extend(
@@ -196,12 +199,14 @@ def score_folders(
         if stem not in predictions and not score_missing:
             continue
         prediction = predictions.get(stem, [])
-        file_segments = scored_segments(reference)
-        scored_end = file_segments * FRAMES_PER_SEGMENT
+        file_segments = scored_segments(reference, None, frames_per_segment)
+        scored_end = file_segments * frames_per_segment
         unscored_ref += sum(r.frame >= scored_end for r in reference)
         unscored_pred += sum(r.frame >= scored_end for r in prediction)
         segments += file_segments
-        total = total + count_file(reference, prediction, num_classes, threshold=threshold)
+        total = total + count_file(
+            reference, prediction, num_classes, None, threshold, frames_per_segment
+        )
     if total.n_ref.sum() == 0:
         hint = "a file is scored up to the 1-s segment of its last reference frame, as in DCASE"
         raise TaskError(COMMAND, [f"no reference event in the scored segments ({hint})"])
@@ -259,6 +264,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--average", choices=("macro", "micro"), default="macro", help="class averaging"
     )
     parser.add_argument(
+        "--label-frames-1s",
+        type=int,
+        default=FRAMES_PER_SEGMENT,
+        metavar="N",
+        help="label frames a second, a 1-s segment (default %(default)s: 100-ms frames)",
+    )
+    parser.add_argument(
         "--score-missing",
         action="store_true",
         help="score references without a prediction as all missed (DCASE skips them)",
@@ -277,7 +289,7 @@ def _score(args: argparse.Namespace) -> int:
         raise TaskError(COMMAND, [f"--json {args.json} is a folder; name a file to write"])
     report = score_folders(
         args.ref, args.pred, args.num_classes, args.doa_threshold, args.average,
-        args.score_missing,
+        args.score_missing, args.label_frames_1s,
     )  # fmt: skip
     c = report.counts
     print(
