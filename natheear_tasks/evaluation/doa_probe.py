@@ -33,6 +33,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,15 +152,25 @@ class DoaProbe(nn.Module):
         return torch.tanh(self.projection(self.hidden(x)))
 
 
+Selection = Callable[[Tensor, Tensor], float]  # (raw outputs, unit targets) -> score
+
+
 def fit(
-    train: Split, valid: Split, conf: dict, metric: str = "mean_doa_error_deg", seed: int = SEED
+    train: Split,
+    valid: Split,
+    conf: dict,
+    metric: str = "mean_doa_error_deg",
+    seed: int = SEED,
+    selection: Selection | None = None,
 ) -> FitResult:
-    """Train one probe with early stopping on the validation ``metric`` (seeded; the loop of
+    """Train one probe with early stopping on the validation ``metric`` (or on
+    ``selection`` of the raw outputs; seeded; the loop of
     :func:`natheear_tasks.evaluation.probe_training.fit`)."""
     reduce = METRICS[metric]
 
     def validation(model: nn.Module) -> float:
-        return reduce(doa_error_deg(predict(model, valid.x, conf["batch_size"]), valid.y))
+        output = predict(model, valid.x, conf["batch_size"])
+        return selection(output, valid.y) if selection else reduce(doa_error_deg(output, valid.y))
 
     return probe_training.fit(
         lambda: DoaProbe(train.x.shape[1], conf),
@@ -229,8 +240,14 @@ def fit_and_score(
     seed: int = SEED,
     task: str | None = None,
     model: str = "",
+    selection: Selection | None = None,
+    extra_scores: Callable[[Tensor, Tensor], dict[str, float]] | None = None,
 ) -> dict:
     """Grid search on the first data split, retrain on the others, score every test split.
+
+    ``selection`` replaces the primary metric in model selection and ``extra_scores`` adds
+    scores of the raw test outputs (the kit's protocol,
+    :mod:`natheear_tasks.evaluation.kit_protocol`).
 
     Each probe is trained from :func:`~natheear_tasks.evaluation.determinism.probe_seed`
     of ``seed``, ``task`` (default: the metadata's ``task_name``), ``model``, the test fold
@@ -250,19 +267,23 @@ def fit_and_score(
         return Split.concat([splits[n] for n in names])
 
     def fit_split(p: dict[str, list[str]], conf: dict, probe_seed: int) -> FitResult:
-        return fit(gather(p["train"]), gather(p["valid"]), conf, metric, probe_seed)
+        return fit(gather(p["train"]), gather(p["valid"]), conf, metric, probe_seed, selection)
 
     task_grid = metadata.get("evaluation_params", {}).get("task_specific_param_grid")
     confs = grid_confs(grid, grid_points, task_grid, seed)
     with determinism.probe_threads():
         fitted = probe_training.search(plan, confs, fit_split, seed, task, model)
         best = fitted[0]
-        folds, errors = {}, {}
+        folds, errors, outputs, targets = {}, {}, [], []
         for p, result in zip(plan, fitted, strict=True):
             test = gather(p["test"])
-            error = doa_error_deg(predict(result.model, test.x, best.conf["batch_size"]), test.y)
+            output = predict(result.model, test.x, best.conf["batch_size"])
+            error = doa_error_deg(output, test.y)
+            outputs.append(output)
+            targets.append(test.y)
             folds[fold_name(p)] = {
                 **{name: reduce(error) for name, reduce in METRICS.items()},
+                **(extra_scores(output, test.y) if extra_scores else {}),
                 f"validation_{metric}": result.validation,
                 "epoch": result.epoch,
                 "files": test.names,
@@ -270,6 +291,8 @@ def fit_and_score(
             errors.update(zip(test.names, error.tolist(), strict=True))
         all_errors = torch.tensor(list(errors.values()))
         test_scores = {name: reduce(all_errors) for name, reduce in METRICS.items()}
+        if extra_scores:
+            test_scores.update(extra_scores(torch.cat(outputs), torch.cat(targets)))
     return {
         "metric": metric,
         "test": {**test_scores, "files": len(errors)},
@@ -312,13 +335,21 @@ def score_task(
     grid_points: int = 8,
     seed: int = SEED,
     model: str = "",
+    selection: Selection | None = None,
+    extra_scores: Callable[[Tensor, Tensor], dict[str, float]] | None = None,
+    protocol: dict | None = None,
 ) -> dict:
     """Score one localization task's embeddings and write :data:`SCORES_NAME` beside them
-    (the task is named by its folder, as for heareval's probes)."""
+    (the task is named by its folder, as for heareval's probes); ``protocol`` is recorded
+    in the file."""
     metadata = json.loads((embed_task_dir / "task_metadata.json").read_text())
     if not isinstance(metadata.get("splits"), list):
         raise ValueError(f"{embed_task_dir}/task_metadata.json: 'splits' must be a list of names")
     splits = {s: load_split(embed_task_dir, s) for s in metadata["splits"]}
-    scores = fit_and_score(splits, metadata, grid, grid_points, seed, embed_task_dir.name, model)
+    scores = fit_and_score(
+        splits, metadata, grid, grid_points, seed, embed_task_dir.name, model, selection,
+        extra_scores,
+    )  # fmt: skip
+    scores.update(protocol or {})
     atomic_write_json(embed_task_dir / SCORES_NAME, scores, indent=2)
     return scores

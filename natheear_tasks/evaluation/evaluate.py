@@ -33,7 +33,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from natheear_tasks.evaluation import determinism, doa_probe, intervals, report, scoring
+from natheear_tasks.evaluation import (
+    determinism,
+    doa_probe,
+    intervals,
+    kit_protocol,
+    report,
+    scoring,
+)
 from natheear_tasks.evaluation.discovery import TaskInfo, find_tasks
 from natheear_tasks.evaluation.errors import ScoreUnavailable, UsageError
 from natheear_tasks.evaluation.models import (
@@ -206,6 +213,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="models evaluated at once, each in a process of its own; the scores are the same "
         "for any number (default %(default)s)",
     )
+    parser.add_argument(
+        "--protocol",
+        choices=kit_protocol.PROTOCOLS,
+        default=kit_protocol.OURS,
+        help="how localization and SELD probes are trained and scored: natheear (default: "
+        "multi-ACCDOA with ADPIT on label frames, deterministic, with intervals) or "
+        "listen-eval-kit (as the GRAM authors' kit: single ACCDOA per embedding step, MSE, "
+        "norm > 0.5, their metrics), to set scores beside the paper's",
+    )
     parser.add_argument("--force", action="store_true", help="recompute tasks already scored")
     parser.set_defaults(handler=run)
     return parser
@@ -226,7 +242,7 @@ def _run(args: argparse.Namespace) -> int:
     references = scoring.load_references(args.references) if args.references else None
     if references is not None:
         check_references(references, specs, tasks)
-    settings = Settings(args.grid, args.grid_points, args.seed)
+    settings = Settings(args.grid, args.grid_points, args.seed, args.protocol)
     out = Path(args.out)
     summary, results = evaluate(specs, tasks, out, settings, references, args.force, args.jobs)
     print(report.markdown_table(summary))

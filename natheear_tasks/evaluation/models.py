@@ -47,9 +47,13 @@ class Settings:
     grid: str = "default"
     grid_points: int = 8
     seed: int = determinism.DEFAULT_SEED
+    protocol: str = "natheear"  # or "listen-eval-kit" (natheear_tasks.evaluation.kit_protocol)
 
     def as_dict(self) -> dict:
-        return {"grid": self.grid, "grid_points": self.grid_points, "seed": self.seed}
+        """The settings; the protocol only when it is not the default, so that runs recorded
+        before it existed keep their fingerprint."""
+        found = {"grid": self.grid, "grid_points": self.grid_points, "seed": self.seed}
+        return found if self.protocol == "natheear" else {**found, "protocol": self.protocol}
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from natheear_tasks.evaluation import doa_probe, seld_probe
+from natheear_tasks.evaluation import doa_probe, kit_protocol, seld_probe
 from natheear_tasks.evaluation.discovery import TaskInfo
 from natheear_tasks.evaluation.heareval_predict import TEST_OUTPUTS_SUFFIX
 from natheear_tasks.evaluation.models import ModelSpec, Settings
@@ -133,14 +133,14 @@ def predict(
         command += ["--grid", settings.grid, "--grid-points", str(settings.grid_points)]
         command += ["--seed", str(settings.seed), "--model-key", key]
         _run_logged(command, run_dir / "predictions.log", f"predictions of {spec.label}")
+    kit = settings.protocol == kit_protocol.NAME
     for task in tasks:
+        arguments = (settings.grid, settings.grid_points, settings.seed)
         if task.localization:
             tqdm.write(f"[{spec.label}] localization probe on {task.name}")
-            doa_probe.score_task(
-                dirs[task.name], settings.grid, settings.grid_points, settings.seed, key
-            )
+            score = kit_protocol.score_localization_task if kit else doa_probe.score_task
+            score(dirs[task.name], *arguments, key)
         elif task.seld:
             tqdm.write(f"[{spec.label}] SELD probe on {task.name}")
-            seld_probe.score_task(
-                dirs[task.name], task.path, settings.grid, settings.grid_points, settings.seed, key
-            )
+            score = kit_protocol.score_seld_task if kit else seld_probe.score_task
+            score(dirs[task.name], task.path, *arguments, key)

@@ -88,12 +88,14 @@ def localization_task_scores(task: TaskInfo, embed_dir: Path) -> intervals.TaskS
     errors = [data["errors_deg"][n] for n in names]
     folds = [folds_of[n] for n in names]
     values = {m: data["test"][m] for m in doa_probe.METRICS}
+    kit = {m: data["test"][m] for m in ("DOA", "MAE", "DOE") if m in data["test"]}
     return intervals.TaskScores(
         entry={
             "score": values[task.metric],
             "mean": values["mean_doa_error_deg"],
             "median": values["median_doa_error_deg"],
             "std": None,
+            **({"listen_eval_kit": kit} if kit else {}),
         },
         values=values,
         items={m: intervals.ItemStats(m, names, errors, folds) for m in doa_probe.METRICS},

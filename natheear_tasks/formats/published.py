@@ -182,20 +182,32 @@ def seld_format(metadata: dict, classes: list[str]) -> tuple[SeldFormat | None, 
     ), []  # fmt: skip
 
 
-def event_rows(
-    events: object, where: str, fmt: SeldFormat, frames: int | None
-) -> tuple[list[FrameRow], list[str]]:
-    """The label-frame rows of one file's SELD events, and every problem with them.
+@dataclass(frozen=True)
+class SeldEvent:
+    """One event of a SELD task's labels, checked."""
 
-    Each event gives a row in every frame it overlaps (``frames`` bounds them when known);
-    its source is ``source_idx``, else its rank among the file's events of its class.
-    """
+    cls: int
+    start: float  # ms
+    end: float  # ms
+    azimuth: float  # degrees, in [-180, 180]
+    elevation: float  # degrees
+    source: int  # source_idx, else the event's rank among its class's events in the file
+    distance: float | None = None
+    number: int = 0  # its index in the file's list of events
+
+    @property
+    def direction(self) -> list[float]:
+        return [float(v) for v in direction_xyz(self.azimuth, self.elevation)]
+
+
+def parse_events(events: object, where: str, fmt: SeldFormat) -> tuple[list[SeldEvent], list[str]]:
+    """One file's SELD events, checked, in file order, and every problem with them."""
     if not isinstance(events, list):
         return [], [f"{where}: SELD labels must be a list of events, got {type(events).__name__}"]
     if len(events) > MAX_EVENTS_PER_FILE:
         return [], [f"{where}: {len(events)} events, more than {MAX_EVENTS_PER_FILE}"]
     index = {name: i for i, name in enumerate(fmt.classes)}
-    rows, problems, rank = [], [], {}
+    parsed, problems, rank = [], [], {}
     for i, event in enumerate(events):
         at = f"{where}[{i}]"
         if not isinstance(event, dict):
@@ -228,6 +240,13 @@ def event_rows(
         except ValueError as error:
             problems.append(f"{at}: {error}")
             continue
+        if len(direction) == 2:
+            azimuth, elevation = float(direction[0]), float(direction[1])
+            if not -180 <= azimuth <= 180:
+                azimuth = (azimuth + 180.0) % 360.0 - 180.0
+        else:
+            azimuth = math.degrees(math.atan2(xyz[1], xyz[0]))
+            elevation = math.degrees(math.asin(max(-1.0, min(1.0, xyz[2]))))
         source = event.get("source_idx")
         if source is None:
             source = rank.get(label, 0)
@@ -240,25 +259,38 @@ def event_rows(
                 f"{at}: source_idx {source!r} not an integer in [0, {MAX_SOURCE_INDEX}]"
             )
             continue
-        first = math.floor(start / fmt.frame_ms + 1e-9)
-        last = math.ceil(end / fmt.frame_ms - 1e-9)
-        if frames is not None and first >= frames:
-            problems.append(f"{at}: starts at {start} ms, after the file's {frames} frames")
-            continue
-        stop = last if frames is None else min(last, frames)
-        if len(direction) == 2:
-            azimuth, elevation = float(direction[0]), float(direction[1])
-            if not -180 <= azimuth <= 180:
-                azimuth = (azimuth + 180.0) % 360.0 - 180.0
-        else:
-            azimuth = math.degrees(math.atan2(xyz[1], xyz[0]))
-            elevation = math.degrees(math.asin(max(-1.0, min(1.0, xyz[2]))))
         distance = event.get("distance")
         if distance is not None and not (_number(distance) and distance >= 0):
             problems.append(f"{at}: distance {distance!r} is not a non-negative number")
             continue
+        parsed.append(
+            SeldEvent(
+                index[label], float(start), float(end), azimuth, elevation, source, distance, i
+            )
+        )
+    return parsed, problems
+
+
+def event_rows(
+    events: object, where: str, fmt: SeldFormat, frames: int | None
+) -> tuple[list[FrameRow], list[str]]:
+    """The label-frame rows of one file's SELD events, and every problem with them.
+
+    Each event gives a row in every frame it overlaps (``frames`` bounds them when known);
+    its source is ``source_idx``, else its rank among the file's events of its class.
+    """
+    parsed, problems = parse_events(events, where, fmt)
+    rows = []
+    for event in parsed:
+        first = math.floor(event.start / fmt.frame_ms + 1e-9)
+        last = math.ceil(event.end / fmt.frame_ms - 1e-9)
+        if frames is not None and first >= frames:
+            problems.append(f"{where}[{event.number}]: starts at {event.start:g} ms, after the "
+                            f"file's {frames} frames")  # fmt: skip
+            continue
+        stop = last if frames is None else min(last, frames)
         rows += [
-            FrameRow(k, index[label], source, azimuth, elevation, distance)
+            FrameRow(k, event.cls, event.source, event.azimuth, event.elevation, event.distance)
             for k in range(first, stop)
         ]
     return rows, problems
