@@ -6,6 +6,7 @@ any tool's files are, so that other users can read results on a shared machine.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from hear_gram.atomic import temp_dir, temp_file
+from natheear_tasks import locks
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
@@ -45,12 +47,26 @@ def atomic_write_json(path: Path, data, indent: int | None = None) -> None:
 def atomic_folder(path: Path) -> Iterator[Path]:
     """Create the folder ``path`` complete or not at all: the block fills the temporary
     folder it is given (hidden, beside ``path``), which is renamed to ``path`` when the
-    block ends and removed if it raises."""
+    block ends and removed if it raises.
+
+    The whole time, this process holds ``path``'s lock (:func:`natheear_tasks.locks.beside`:
+    a second run on the same ``path`` stops with :class:`~natheear_tasks.locks.OutputInUse`),
+    under which the temporary folders that killed runs left beside ``path`` are removed.
+
+    Raises:
+        FileExistsError: ``path`` exists (checked under the lock).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = temp_dir(path.parent, f".{path.name}.")
-    try:
-        yield staging
-        staging.rename(path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with locks.hold(locks.beside(path), str(path), remove=True):
+        if path.exists():
+            raise FileExistsError(f"{path} exists; give a new folder, or remove it")
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*"):
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale)
+        staging = temp_dir(path.parent, f".{path.name}.")
+        try:
+            yield staging
+            staging.rename(path)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise

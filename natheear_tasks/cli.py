@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from pathlib import Path
 
+from natheear_tasks import children, locks
 from natheear_tasks.baselines import seld_oracle
 from natheear_tasks.demo import job as demo
 from natheear_tasks.demo import synth
@@ -168,7 +170,9 @@ def _convert(args: argparse.Namespace, localization: bool) -> int:
         localization=localization,
     )
     job = prepare(args.source, args.out, options)
-    summary = run(job)
+    shard = f".shard-{args.shard_index}-of-{args.num_shards}" if args.num_shards > 1 else ""
+    with locks.hold(job.out / f".{job.final.name}{shard}.lock", str(job.final), remove=True):
+        summary = run(job)
     for note in summary.notes:
         print(note)
     print(
@@ -208,6 +212,8 @@ def _preview(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        children.handle_termination()
     if hasattr(args, "handler"):
         return args.handler(args)
     commands = {

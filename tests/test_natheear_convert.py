@@ -189,7 +189,7 @@ def _interrupt_on_the_third_file(monkeypatch) -> None:
 def test_killed_run_resumes_to_the_same_result(tmp_path, scene_task, reference, banks, monkeypatch):
     out = tmp_path / "killed"
     _interrupt_on_the_third_file(monkeypatch)
-    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 1
+    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 130
     partial = out / "toy-scene-binaural.partial"
     assert not (out / "toy-scene-binaural").exists()
     assert len(read_journal(partial)) == 2
@@ -204,7 +204,7 @@ def test_a_torn_journal_line_is_ignored_and_its_file_redone(
 ):
     out = tmp_path / "torn"
     _interrupt_on_the_third_file(monkeypatch)
-    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 1
+    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 130
     monkeypatch.setattr(convert_module, "_mix_file", _MIX_FILE)
     partial = out / "toy-scene-binaural.partial"
     (journal,) = [p for p in (partial / ".journal").iterdir() if p.stat().st_size]
@@ -231,7 +231,7 @@ def test_a_file_is_done_only_once_its_journal_line_is_written(
         real(self, record)
 
     monkeypatch.setattr(Journal, "append", dies_before_the_third_line)
-    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 1
+    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 130
     monkeypatch.setattr(Journal, "append", real)
     partial = out / "toy-scene-binaural.partial"
     lost = calls[2]
@@ -640,7 +640,7 @@ def test_a_run_killed_just_after_publishing_leaves_no_work_files(
 ):
     out = tmp_path / "out"
     _rename_then_die(monkeypatch)
-    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 1
+    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 130
     monkeypatch.undo()
     assert sorted(p.name for p in out.iterdir()) == ["toy-scene-binaural"]
     assert _files(out / "toy-scene-binaural") == _files(reference)
@@ -652,7 +652,7 @@ def test_a_rerun_publishes_a_finished_partial_and_cleans_a_published_task(
 ):
     out = tmp_path / "out"
     monkeypatch.setattr(os, "rename", lambda a, b: (_ for _ in ()).throw(KeyboardInterrupt))
-    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 1
+    assert _convert(scene_task, out, "binaural", banks["binaural"], "--seed", "3") == 130
     monkeypatch.undo()
     partial = out / "toy-scene-binaural.partial"
     assert (partial / "task_metadata.json").exists() and not (partial / ".journal").exists()

@@ -30,19 +30,20 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from natheear_tasks import children
 from natheear_tasks.demo import curve, synth
 from natheear_tasks.evaluation import evaluate, report, scoring
 from natheear_tasks.evaluation.discovery import TaskInfo, find_tasks
 from natheear_tasks.evaluation.errors import UsageError
 from natheear_tasks.evaluation.models import ModelSpec, Settings
 from natheear_tasks.evaluation.runs import PACKAGE_ROOT
+from natheear_tasks.exits import run_command
 from natheear_tasks.formats import published
 from natheear_tasks.paths import name_problem
 
@@ -102,7 +103,7 @@ def _env() -> dict[str, str]:
 
 
 def _python(args: list[str], what: str) -> None:
-    code = subprocess.run([sys.executable, *args], env=_env(), cwd=PACKAGE_ROOT).returncode
+    code = children.run([sys.executable, *args], env=_env(), cwd=PACKAGE_ROOT)
     if code:
         raise DemoError(f"{what} failed (exit {code}); see its output above")
 
@@ -455,11 +456,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    failures = (DemoError, synth.SynthError, UsageError)
     try:
-        return run_demo(args)
-    except (synth.MissingTools, NotACheckout) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except (DemoError, synth.SynthError, UsageError) as error:
+        return run_command(lambda: run_demo(args), (synth.MissingTools, NotACheckout))
+    except failures as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

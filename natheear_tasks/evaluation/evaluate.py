@@ -33,6 +33,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from natheear_tasks import locks
 from natheear_tasks.evaluation import (
     determinism,
     doa_probe,
@@ -54,7 +55,7 @@ from natheear_tasks.evaluation.models import (
 )
 from natheear_tasks.evaluation.runs import embed, embed_dir_of, is_scored, predict
 from natheear_tasks.evaluation.task_scores import score_entry
-from natheear_tasks.exits import run_command
+from natheear_tasks.exits import RESUMABLE, run_command
 from natheear_tasks.pool import run_jobs
 
 GRID_NAMES = tuple(doa_probe.GRIDS)
@@ -229,7 +230,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Run ``evaluate``; prints the results table. Exit 0 ok, 1 a model failed, 2 bad input."""
-    return run_command(lambda: _run(args), (UsageError, scoring.ReferenceError), stopped=None)
+    return run_command(lambda: _run(args), (UsageError, scoring.ReferenceError), RESUMABLE)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -244,7 +245,8 @@ def _run(args: argparse.Namespace) -> int:
         check_references(references, specs, tasks)
     settings = Settings(args.grid, args.grid_points, args.seed, args.protocol)
     out = Path(args.out)
-    summary, results = evaluate(specs, tasks, out, settings, references, args.force, args.jobs)
+    with locks.hold(out / ".evaluate.lock", str(out), remove=True):
+        summary, results = evaluate(specs, tasks, out, settings, references, args.force, args.jobs)
     print(report.markdown_table(summary))
     print(f"results: {out / 'summary.md'}, {out / 'summary.json'}, {out}/*.png")
     return exit_code(results)

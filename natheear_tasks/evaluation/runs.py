@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from natheear_tasks import children
 from natheear_tasks.evaluation import doa_probe, kit_protocol, seld_probe
 from natheear_tasks.evaluation.discovery import TaskInfo
 from natheear_tasks.evaluation.heareval_predict import TEST_OUTPUTS_SUFFIX
@@ -39,9 +40,9 @@ def _run_logged(command: list[str], log: Path, what: str) -> None:
     with log.open("a") as handle:
         handle.write(f"\n$ {' '.join(command)}\n")
         handle.flush()
-        code = subprocess.run(
+        code = children.run(
             command, stdout=handle, stderr=subprocess.STDOUT, env=_env(), cwd=log.parent
-        ).returncode
+        )
     if code:
         lines = log.read_text(errors="replace").strip().splitlines()
         tail = [line for line in lines if not line.startswith(TF_CHATTER)][-8:]

@@ -26,7 +26,7 @@ from natheear_tasks.evaluation.seld_metrics import (
     scored_segments,
     seld_scores,
 )
-from natheear_tasks.exits import run_command
+from natheear_tasks.exits import ALL_OR_NOTHING, run_command
 from natheear_tasks.formats.dcase_frames import (
     MAX_CLASSES,
     DcaseFormatError,
@@ -281,7 +281,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Run ``seld-score``: exit 0 scored, 2 bad input (every problem listed)."""
-    return run_command(lambda: _score(args), (TaskError,), stopped=None)
+    return run_command(lambda: _score(args), (TaskError,), ALL_OR_NOTHING)
 
 
 def _score(args: argparse.Namespace) -> int:

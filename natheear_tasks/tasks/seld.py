@@ -28,6 +28,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from natheear_tasks import locks
 from natheear_tasks.ambisonics import CHANNEL_ORDERS, to_ambix
 from natheear_tasks.exits import RESUMABLE, run_command
 from natheear_tasks.formats import published
@@ -632,7 +633,9 @@ def main(args: argparse.Namespace) -> int:
 
 def _convert_dataset(source: str, out: str, options: Options) -> int:
     job = prepare(source, out, options)
-    summary = run(job)
+    name = job.tasks[0].final.name.rsplit("-", 1)[0] if job.tasks else "seld"
+    with locks.hold(Path(out) / f".{name}-seld.lock", f"{out} ({name} tasks)", remove=True):
+        summary = run(job)
     for note in summary.notes:
         print(note)
     rates = len(options.sample_rates)
