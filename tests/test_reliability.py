@@ -1,0 +1,141 @@
+"""Reliability: no process outlives its command (SIGKILL, SIGTERM), two runs on one output
+do not collide, killed runs leave no litter."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hear_tasks import write_task
+
+from natheear_tasks import locks
+from natheear_tasks.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+PARENT = (
+    "import sys\n"
+    "from natheear_tasks import children, exits\n"
+    "children.handle_termination()\n"
+    "sys.exit(exits.run_command(lambda: children.run(['sleep', '300']), (ValueError,)))\n"
+)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every living process below ``pid`` (read from /proc)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def wait_for(condition, seconds: float) -> bool:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_a_child_dies_with_its_command(how):
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], cwd=ROOT, env={**os.environ})
+    try:
+        assert wait_for(lambda: descendants(parent.pid), 20), "the child never started"
+        (child,) = descendants(parent.pid)
+        assert wait_for(lambda: "sleep" in Path(f"/proc/{child}/cmdline").read_text(), 10)
+        parent.send_signal(how)
+        code = parent.wait(timeout=30)
+        assert code == (-signal.SIGKILL if how == signal.SIGKILL else 143)
+        assert wait_for(lambda: not alive(child), 10), "the child outlived its command"
+    finally:
+        parent.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_killing_evaluate_leaves_no_heareval_process(tmp_path, how):
+    tasks = tmp_path / "tasks"
+    write_task(tasks, "tones", "scene", files_per_split=3)
+    command = [sys.executable, "-m", "natheear_tasks", "evaluate", "--module",
+               "natheear_tasks.baselines.logmel", "--model", "none", "--model-options",
+               '{"sample_rate": 16000}', "--tasks-dir", str(tasks),
+               "--out", str(tmp_path / "r")]  # fmt: skip
+    evaluate = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert wait_for(lambda: descendants(evaluate.pid), 60), "no heareval child started"
+        below = descendants(evaluate.pid)
+        evaluate.send_signal(how)
+        code = evaluate.wait(timeout=120)
+        if how == signal.SIGTERM:
+            assert code == 143, evaluate.stderr.read()
+        assert wait_for(lambda: not any(alive(p) for p in below), 15), [
+            Path(f"/proc/{p}/cmdline").read_text() for p in below if alive(p)
+        ]
+    finally:
+        evaluate.kill()
+
+
+def test_a_second_run_on_a_locked_output_names_the_holder_and_exits_2(tmp_path, capsys):
+    """Each command's output lock, held here as a first run would hold it."""
+    tasks = tmp_path / "tasks"
+    write_task(tasks, "tones", "scene", files_per_split=2)
+    out = tmp_path / "results"
+    fd = locks.acquire(out / ".evaluate.lock", str(out))
+    try:
+        args = ["evaluate", "--module", "natheear_tasks.baselines.logmel", "--model", "none",
+                "--model-options", '{"sample_rate": 16000}', "--tasks-dir", str(tasks),
+                "--out", str(out)]  # fmt: skip
+        assert main(args) == 2
+        error = capsys.readouterr().err
+        assert f"{out} is in use by pid {os.getpid()}" in error
+        assert not (out / "runs").exists()
+    finally:
+        locks.release(fd)
+    oracle_out = tmp_path / "oracle"
+    fd = locks.acquire(locks.beside(oracle_out), str(oracle_out))
+    try:
+        assert main(["seld-synth", str(oracle_out), "--layout", "frames", "--files", "2",
+                     "--seconds", "4", "--sample-rate", "16000"]) == 2  # fmt: skip
+        assert "is in use by pid" in capsys.readouterr().err
+        assert not oracle_out.exists()
+    finally:
+        locks.release(fd)
+
+
+def test_a_killed_atomic_run_leaves_nothing_a_rerun_keeps(tmp_path):
+    """seld-synth (and seld-oracle, through the same atomic folder) SIGKILLed mid-write: its
+    hidden staging folder stays beside OUT; the rerun removes it, then writes OUT."""
+    out = tmp_path / "toy"
+    stale = tmp_path / ".toy.k3j2l1"
+    (stale / "foa_dev").mkdir(parents=True)
+    (tmp_path / ".toy.lock").write_text(json.dumps({"pid": 1}))  # left unlocked by the kill
+    assert main(["seld-synth", str(out), "--layout", "frames", "--files", "2", "--seconds",
+                 "4", "--sample-rate", "16000"]) == 0  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy"]
