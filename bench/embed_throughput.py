@@ -7,9 +7,9 @@ For 10-s stereo clips with ViT-B GRAM-Binaural on this machine:
   * the opt-in bf16 mode (``precision="bf16"``): throughput, speed-up over fp32, and the
     cosine similarity of its scene and timestamp embeddings to fp32;
   * peak resident memory embedding one 10-minute stereo file (in a fresh subprocess);
-  * the CPU, whether it has fast bfloat16 matmuls (``hear_gram.cpu.fast_bf16``), and one
-    thread's fp32 and bf16 matmul rates. ``ONEDNN_MAX_CPU_ISA=AVX2`` simulates an AVX2-only
-    CPU on an AVX512 one.
+  * the CPU, one thread's fp32 and bf16 matmul rates and whether bf16 is the faster
+    (``hear_gram.cpu.matmul_rates``, ``fast_bf16``: what ``precision="bf16"`` warns on).
+    ``ONEDNN_MAX_CPU_ISA=AVX2`` simulates an AVX2-only CPU on an AVX512 one.
 
     python bench/embed_throughput.py [--clips 8] [--repeats 3] [--minutes 10]
 """
@@ -33,18 +33,7 @@ import hear_gram  # noqa: E402
 from hear_gram import features as feat  # noqa: E402
 from hear_gram.audio import resample_span, resampled_length  # noqa: E402
 from hear_gram.chunking import iter_chunks  # noqa: E402
-from hear_gram.cpu import cpu_name, fast_bf16  # noqa: E402
-
-
-def matmul_gflops(dtype: torch.dtype, size: int = 512, repeats: int = 5) -> float:
-    """One thread's best rate for a ``size`` x ``size`` matmul in ``dtype``."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
-        return 2 * size**3 / best_time(lambda: a @ b, repeats) / 1e9
-    finally:
-        torch.set_num_threads(threads)
+from hear_gram.cpu import cpu_name, fast_bf16, matmul_rates  # noqa: E402
 
 
 def best_time(fn, repeats: int) -> float:
@@ -123,10 +112,12 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{args.clips} x 10-s stereo clips at {sr} Hz"
     )
-    print(f"CPU {cpu_name()}, fast bfloat16 matmuls (oneDNN): {'yes' if fast_bf16() else 'no'}")
+    fp32_rate, bf16_rate = matmul_rates()
     print(
-        f"512 x 512 matmul, one thread: fp32 {matmul_gflops(torch.float32):.1f} GFLOP/s, "
-        f"bf16 {matmul_gflops(torch.bfloat16):.1f} GFLOP/s"
+        f"CPU {cpu_name()}, bfloat16 matmuls faster than float32: {'yes' if fast_bf16() else 'no'}"
+    )
+    print(
+        f"256 x 256 matmul, one thread: fp32 {fp32_rate:.1f} GFLOP/s, bf16 {bf16_rate:.1f} GFLOP/s"
     )
 
     fp32 = hear_gram.load_model("random", sample_rate=sr)

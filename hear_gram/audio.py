@@ -59,6 +59,7 @@ def check_audio(audio: Tensor, sample_rate: int) -> Tensor:
             f"audio has dtype {audio.dtype}; pass floating-point samples in [-1, 1] "
             "(for int16 PCM, divide by 32768)"
         )
+    layout = "(batch, samples): mono"
     if audio.dim() == 2:
         audio = audio[:, None, :]
     elif audio.dim() == 3:
@@ -70,6 +71,9 @@ def check_audio(audio: Tensor, sample_rate: int) -> Tensor:
             )
         if a > b:
             audio = audio.transpose(1, 2)
+            layout = f"(batch, samples, channels), channels last, since {b} < {a}"
+        else:
+            layout = f"(batch, channels, samples), channels first, since {a} < {b}"
     else:
         raise ValueError(
             f"audio must be (batch, samples), (batch, channels, samples) or "
@@ -80,14 +84,15 @@ def check_audio(audio: Tensor, sample_rate: int) -> Tensor:
     channels, samples = audio.shape[1:]
     if channels > MAX_CHANNELS or channels == 3:
         raise ValueError(
-            f"audio has {channels} channels; hear_gram takes 1 (mono), 2 (binaural / stereo) "
-            "or 4 (first-order Ambisonics, AmbiX)"
+            f"audio of shape {tuple(audio.shape)} was read as {layout} (the shorter axis is "
+            f"the channels): {channels} channels; hear_gram takes 1 (mono), 2 (binaural / "
+            "stereo) or 4 (first-order Ambisonics, AmbiX)"
         )
     shortest = min_samples(sample_rate)
     if samples < shortest:
         raise ValueError(
-            f"audio has {samples} samples, shorter than one analysis frame "
-            f"({shortest} samples at {sample_rate} Hz)"
+            f"audio was read as {layout} (the shorter axis is the channels): {samples} "
+            f"samples, shorter than one analysis frame ({shortest} samples at {sample_rate} Hz)"
         )
     if not torch.isfinite(audio).all():
         raise ValueError("audio contains NaN or infinite samples")

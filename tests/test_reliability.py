@@ -3,6 +3,7 @@ do not collide, killed runs leave no litter."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -139,3 +140,63 @@ def test_a_killed_atomic_run_leaves_nothing_a_rerun_keeps(tmp_path):
     assert main(["seld-synth", str(out), "--layout", "frames", "--files", "2", "--seconds",
                  "4", "--sample-rate", "16000"]) == 0  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["toy"]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "match"),
+    [
+        ("--segment-seconds", "1e300", r"--segment-seconds must be .* in \(0, 3600\]"),
+        ("--segment-seconds", "1000", "longer than the longest recording .4 s. and than"),
+        ("--event-seconds", "inf", "--event-seconds must be a multiple of 0.1 s"),
+    ],
+)  # fmt: skip
+def test_piece_lengths_are_bounded_before_anything_is_written(tmp_path, capsys, flag, value, match):
+    data = tmp_path / "toy"
+    assert main(["seld-synth", str(data), "--layout", "frames", "--files", "2", "--seconds", "4",
+                 "--sample-rate", "16000"]) == 0  # fmt: skip
+    out = tmp_path / "out"
+    assert main(["seld", str(data), str(out), "--layout", "frames", flag, value]) == 2
+    assert re.search(match, capsys.readouterr().err)
+    assert not out.exists()
+
+
+def _toy_dataset(tmp_path) -> Path:
+    data = tmp_path / "toy"
+    assert main(["seld-synth", str(data), "--layout", "frames", "--files", "3", "--seconds", "4",
+                 "--sample-rate", "16000"]) == 0  # fmt: skip
+    return data
+
+
+def test_a_fifo_named_like_a_recording_is_refused_without_opening_it(tmp_path, capsys):
+    data = _toy_dataset(tmp_path)
+    wav = next((data / "foa_dev").rglob("*.wav"))
+    wav.unlink()
+    os.mkfifo(wav)  # opening it to read would block forever
+    code = subprocess.run(
+        [sys.executable, "-m", "natheear_tasks", "seld", str(data), str(tmp_path / "out"),
+         "--layout", "frames"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert code.returncode == 2
+    assert "is not a regular file (a FIFO, device or socket?)" in code.stderr
+
+
+def test_a_wav_cut_short_is_named(tmp_path, capsys):
+    """The header promises 4 s, the file holds 3.6 s: the wav is named, not the labels."""
+    data = _toy_dataset(tmp_path)
+    wav = next((data / "foa_dev").rglob("*.wav"))
+    content = wav.read_bytes()
+    wav.write_bytes(content[: len(content) - 16000 * 4 * 2 * 4 // 10])  # 0.4 s of PCM_16
+    assert main(["seld", str(data), str(tmp_path / "out"), "--layout", "frames"]) == 2
+    error = capsys.readouterr().err
+    assert f"{wav.name} is cut short: its header declares 64000 frames but it holds 57600" in error
+
+
+def test_byte_order_marks_and_upper_case_extensions(tmp_path, capsys):
+    data = _toy_dataset(tmp_path)
+    csv = next((data / "metadata_dev").rglob("*.csv"))
+    csv.write_bytes(b"\xef\xbb\xbf" + csv.read_bytes())  # saved by a spreadsheet
+    out = tmp_path / "out"
+    assert main(["seld", str(data), str(out), "--layout", "frames", "--tasks", "seld"]) == 0
+    csv.rename(csv.with_suffix(".CSV"))
+    assert main(["seld", str(data), str(tmp_path / "o2"), "--layout", "frames"]) == 2
+    assert "the extension must be lower-case .csv (rename it)" in capsys.readouterr().err

@@ -91,7 +91,7 @@ def evaluate_model(
         if pending:
             embed(spec, prepared.weights, pending, run_dir)
             predict(spec, pending, run_dir, settings, prepared.key)
-    except (RuntimeError, ValueError) as error:
+    except (RuntimeError, ValueError, OSError) as error:  # OSError: its log or output
         result.status, result.reason = "failed", str(error).splitlines()[0]
         tqdm.write(f"[{spec.label}] {error}")
     for task in tasks:

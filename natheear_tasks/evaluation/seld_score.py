@@ -7,7 +7,7 @@ seld_metrics`): files are matched by stem and only references with a prediction 
 (``--score-missing`` scores the others as all missed), rows keep their file order, each file
 is scored on the segments up to its last reference frame; rows left out are counted in the
 notes. A prediction without a reference is an error. Only the ``*.csv`` files directly
-inside each folder are read. The number of classes is ``--num-classes``, else the largest
+inside each folder are read (``.CSV`` too). The number of classes is ``--num-classes``, else the largest
 class index seen on either side + 1 (at most 1000).
 """
 
@@ -116,7 +116,14 @@ def _csv_files(folder: Path, role: str, problems: list[str]) -> dict[str, Path]:
     if not folder.is_dir():
         problems.append(f"{role} folder {folder} does not exist or is not a folder")
         return {}
-    files = {p.stem: p for p in sorted(folder.glob("*.csv")) if p.is_file()}
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() != ".csv" or not path.is_file():
+            continue
+        if path.stem in files:
+            problems.append(f"{files[path.stem]} and {path.name}: one stem twice (a .csv and a "
+                            f"{path.suffix}); keep one")  # fmt: skip
+        files[path.stem] = path
     if not files:
         subfolders = sorted(p.name for p in folder.iterdir() if p.is_dir())
         hint = (

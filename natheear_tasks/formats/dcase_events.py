@@ -92,7 +92,7 @@ def read_event_csv(path: str | Path) -> list[EventRow]:
     """:func:`parse_event_csv` of a file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is accepted
     except (OSError, UnicodeDecodeError) as exc:
         raise DcaseFormatError(path, [f"cannot read it: {exc}"], KIND) from None
     return parse_event_csv(text, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -42,3 +43,43 @@ def _without_chunk(wav: bytes, chunk_id: bytes) -> bytes:
         position = end
     body = b"".join(kept)
     return b"RIFF" + (len(body) + 4).to_bytes(4, "little") + wav[8:12] + body
+
+
+def wav_frames(path: Path) -> tuple[int, int] | None:
+    """``(declared, present)`` sample frames of a RIFF/WAVE file: what its ``data`` chunk's
+    header promises and what the file holds (less when it was cut short: a copy or a
+    download stopped). Reads the chunk headers only; None for another container (RF64, W64,
+    not a wav), whose length libsndfile checks itself."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        block_align = 0
+        position = 12
+        while position + 8 <= size:
+            handle.seek(position)
+            chunk = handle.read(8)
+            name, length = chunk[:4], int.from_bytes(chunk[4:8], "little")
+            if name == b"fmt ":
+                fmt = handle.read(min(length, 16))
+                block_align = int.from_bytes(fmt[12:14], "little") if len(fmt) >= 14 else 0
+            elif name == b"data":
+                if not block_align:
+                    return None
+                present = max(0, size - position - 8)
+                return length // block_align, min(length, present) // block_align
+            position += 8 + length + (length & 1)
+    return None
+
+
+def truncation_problem(path: Path, shown: str) -> str | None:
+    """A problem naming a wav cut short (fewer frames than its header declares), or None."""
+    frames = wav_frames(path)
+    if frames is None or frames[1] >= frames[0]:
+        return None
+    declared, present = frames
+    return (
+        f"{shown} is cut short: its header declares {declared} frames but it holds {present} "
+        "(an interrupted copy or download?); copy it again"
+    )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,7 @@ DEFAULT_EVENT_SECONDS = 30.0
 DEFAULT_SEGMENT_SECONDS = 5.0
 DEFAULT_LOCALIZATION_SECONDS = 1.0
 DEFAULT_MAX_SPREAD = 10.0
+MAX_SECONDS = 3600.0  # the longest piece any task may cut
 MIN_RATE = 8000
 SIDE_FILES = {"events": "pieces.jsonl", "localization": "segments.jsonl", "seld": "chunks.jsonl"}
 EVENT_EVALUATION = ["event_onset_200ms_fms", "segment_1s_er"]
@@ -160,7 +162,11 @@ class Summary:
 
 
 def _frames_multiple(seconds: float) -> bool:
-    return seconds > 0 and abs(seconds * 10 - round(seconds * 10)) < 1e-9
+    return (
+        math.isfinite(seconds)
+        and 0 < seconds <= MAX_SECONDS
+        and abs(seconds * 10 - round(seconds * 10)) < 1e-9
+    )
 
 
 def _check_options(options: Options) -> None:
@@ -183,7 +189,8 @@ def _check_options(options: Options) -> None:
     ):
         if not _frames_multiple(value):
             problems.append(
-                f"{flag} must be a positive multiple of 0.1 s (100-ms frames), got {value}"
+                f"{flag} must be a multiple of 0.1 s (100-ms frames) in (0, {MAX_SECONDS:g}], "
+                f"got {value}"
             )
     if not options.max_spread >= 0:
         problems.append(f"--max-spread must be >= 0 degrees, got {options.max_spread}")
@@ -276,6 +283,19 @@ def prepare(source: str | Path, out: str | Path, options: Options) -> Job:
     name = options.name or dataset.path.resolve().name.lower()
     if not PLAIN_NAME.match(name):
         raise SeldError(f"the dataset folder's name {name!r} is no plain task name; pass --name")
+    longest = math.ceil(max(r.seconds for r in dataset.recordings) * 10 - 1e-9) / 10
+    padded = [
+        f"{flag} {value:g} is longer than the longest recording ({longest:g} s) and than the "
+        f"default ({default:g} s): every piece would be mostly silence; use at most "
+        f"{max(longest, default):g}"
+        for flag, value, default, kind in (
+            ("--event-seconds", options.event_seconds, DEFAULT_EVENT_SECONDS, "events"),
+            ("--segment-seconds", options.segment_seconds, DEFAULT_SEGMENT_SECONDS, "seld"),
+        )
+        if kind in options.tasks and value > max(longest, default)
+    ]
+    if padded:
+        raise SeldError("; ".join(padded))
     splits = assign_splits(dataset, options.fold_splits)
     plans = {
         "events": event_task(dataset, splits, options.event_seconds),

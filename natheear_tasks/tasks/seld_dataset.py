@@ -31,6 +31,7 @@ import json
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +44,7 @@ from natheear_tasks.formats.dcase_frames import (
     FrameRow,
     read_frame_csv,
 )
-from natheear_tasks.formats.wav import FLOAT_SUBTYPES
+from natheear_tasks.formats.wav import FLOAT_SUBTYPES, truncation_problem
 from natheear_tasks.tasks.taskdir import TaskError, check_finite
 
 LAYOUTS = ("frames", "events")
@@ -152,6 +153,13 @@ def _files(root: Path, suffix: str, problems: list[str], base: Path) -> dict[str
             if not name.endswith(suffix):
                 if suffix == ".wav" and lower.endswith(OTHER_AUDIO):
                     problems.append(f"{shown}: only .wav audio is read (convert it to .wav)")
+                elif lower.endswith(suffix):
+                    problems.append(f"{shown}: the extension must be lower-case {suffix} "
+                                    "(rename it)")  # fmt: skip
+                continue
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                problems.append(f"{shown} is not a regular file (a FIFO, device or socket?): "
+                                "refused without opening it")  # fmt: skip
                 continue
             bad = [p for p in relative.parts if not PLAIN_NAME.match(p)]
             if bad:
@@ -299,6 +307,9 @@ def read_dataset(
             problems.append(f"{shown} has {info.channels} channels; first-order Ambisonics has 4")
         if info.frames == 0:
             problems.append(f"{shown} is empty")
+        cut = truncation_problem(wavs[key], shown)
+        if cut:
+            problems.append(cut)
         if info.subtype in FLOAT_SUBTYPES:
             check_finite(wavs[key], shown, info.subtype, problems)
         rates.setdefault(info.samplerate, []).append(shown)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from natheear_tasks.atomic import atomic_write_bytes as atomic_write_bytes
 from natheear_tasks.atomic import atomic_write_json as atomic_write_json
 from natheear_tasks.formats.published import read_vocabulary
-from natheear_tasks.formats.wav import FLOAT_SUBTYPES
+from natheear_tasks.formats.wav import FLOAT_SUBTYPES, truncation_problem
 from natheear_tasks.paths import escapes, name_problem
 
 METADATA = "task_metadata.json"
@@ -231,7 +231,8 @@ def _check_wav(
 ) -> AudioFile | None:
     rel = wav.relative_to(root)
     if not wav.is_file():
-        problems.append(f"{rel} is missing")
+        what = "is not a regular file (a FIFO, device or socket?)" if wav.exists() else "is missing"
+        problems.append(f"{rel} {what}")
         return None
     split_folder = root / rel.parts[0] / rel.parts[1]
     if escapes(wav, split_folder):
@@ -256,6 +257,9 @@ def _check_wav(
         )
     if info.frames == 0:
         problems.append(f"{rel} is empty")
+    cut = truncation_problem(wav, str(rel))
+    if cut:
+        problems.append(cut)
     if info.subtype in FLOAT_SUBTYPES:
         check_finite(wav, rel, info.subtype, problems)
     return AudioFile(wav, info.frames, info.subtype)
