@@ -28,9 +28,26 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise named(error, path) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """``path.write_bytes(data)`` (not atomic: for files a journal vouches for), an error
+    naming the file."""
+    try:
+        path.write_bytes(data)
+    except OSError as error:
+        raise named(error, path) from None
+
+
+def named(error: OSError, path: Path) -> OSError:
+    """``error`` with the file it was writing named (a failed ``write`` names none)."""
+    return error if error.filename else OSError(error.errno, error.strerror, str(path))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -89,3 +89,24 @@ def run_command(
             raise
         print(disk_full_message(error, stopped), file=sys.stderr)
         return 1
+
+
+def space_problem(folder: Path, needed: int, already: int = 0) -> str | None:
+    """A problem when the device of ``folder`` (or its nearest existing parent) has less room
+    than ``needed`` bytes minus the ``already`` written, else None."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free >= needed - already:
+        return None
+    return (
+        f"{folder} needs about {(needed - already) / 2**20:.0f} MiB more (of "
+        f"{needed / 2**20:.0f} MiB in all) but its device has {free / 2**20:.0f} MiB free; "
+        "free some space or choose another output folder"
+    )
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder`` (0 when it does not exist)."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from hear_tasks import write_task
 
 from natheear_tasks import locks
@@ -200,3 +201,69 @@ def test_byte_order_marks_and_upper_case_extensions(tmp_path, capsys):
     csv.rename(csv.with_suffix(".CSV"))
     assert main(["seld", str(data), str(tmp_path / "o2"), "--layout", "frames"]) == 2
     assert "the extension must be lower-case .csv (rename it)" in capsys.readouterr().err
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 400-KiB tmpfs (needs the right to mount one: root, or skipped)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(folder)],
+                             capture_output=True)  # fmt: skip
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_full_disk_names_the_file_the_room_and_the_rerun(tmp_path, small_disk):
+    """seld checks the room it needs before writing (exit 2); a disk that fills during a
+    run (seld-synth) ends it with the file, the room left and what a rerun does (exit 1),
+    never a traceback, and leaves nothing of an all-or-nothing output."""
+    data = _toy_dataset(tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-m", "natheear_tasks", "seld", str(data), str(small_disk / "out"),
+         "--layout", "frames", "--sample-rates", "16000", "--tasks", "seld"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert re.search(r"needs about \d+ MiB more .* its device has 0 MiB free", run.stderr)
+    assert not (small_disk / "out").exists()
+    synth = subprocess.run(
+        [sys.executable, "-m", "natheear_tasks", "seld-synth", str(small_disk / "toy"),
+         "--layout", "frames", "--files", "3", "--seconds", "4"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert synth.returncode == 1, synth.stderr[-2000:]
+    assert "Traceback" not in synth.stderr
+    (message,) = [line for line in synth.stderr.splitlines() if line.startswith("error:")]
+    assert re.search(r"the disk is full \(\d+ MiB left of 0.0 GiB there\), writing "
+                     rf"{small_disk}/\.toy\.", message)  # fmt: skip
+    assert message.endswith("nothing was written; rerun the same command once there is room")
+    assert not any(p.name.startswith((".toy", "toy")) for p in small_disk.iterdir())
+
+
+def test_layout_errors_say_which_layout_was_read(tmp_path):
+    import hear_gram
+
+    model = hear_gram.load_model("random", sample_rate=16000)
+    with pytest.raises(ValueError, match=r"read as \(batch, channels, samples\), channels first, "
+                       r"since 1 < 2.*: 1 samples"):  # fmt: skip
+        hear_gram.get_scene_embeddings(torch.zeros(1, 1, 2), model)
+    with pytest.raises(ValueError, match=r"read as \(batch, samples, channels\), channels last, "
+                       r"since 1 < 2.*: 1 samples"):  # fmt: skip
+        hear_gram.get_scene_embeddings(torch.zeros(1, 2, 1), model)
+
+
+def test_seld_score_reads_upper_case_csv_files(tmp_path, capsys):
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    ref.mkdir()
+    pred.mkdir()
+    rows = "".join(f"{k},0,0,10.0,0.0\n" for k in range(12))
+    (ref / "a.csv").write_text(rows)
+    (pred / "a.CSV").write_text(rows)
+    assert main(["seld-score", "--ref", str(ref), "--pred", str(pred)]) == 0
+    assert "without a prediction" not in capsys.readouterr().out
+    (pred / "a.csv").write_text(rows)
+    assert main(["seld-score", "--ref", str(ref), "--pred", str(pred)]) == 2
+    assert "one stem twice" in capsys.readouterr().err

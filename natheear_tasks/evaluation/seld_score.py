@@ -6,9 +6,9 @@ Scored as the official DCASE evaluation scores them (:mod:`natheear_tasks.evalua
 seld_metrics`): files are matched by stem and only references with a prediction are scored
 (``--score-missing`` scores the others as all missed), rows keep their file order, each file
 is scored on the segments up to its last reference frame; rows left out are counted in the
-notes. A prediction without a reference is an error. Only the ``*.csv`` files directly
-inside each folder are read (``.CSV`` too). The number of classes is ``--num-classes``, else the largest
-class index seen on either side + 1 (at most 1000).
+notes. A prediction without a reference is an error. Only the ``*.csv`` files (``.CSV``
+too) directly inside each folder are read. The number of classes is ``--num-classes``,
+else the largest class index seen on either side + 1 (at most 1000).
 """
 
 from __future__ import annotations

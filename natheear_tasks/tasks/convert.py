@@ -38,6 +38,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from natheear_tasks.atomic import write_bytes
+from natheear_tasks.exits import folder_bytes, space_problem
 from natheear_tasks.formats.wav import wav_bytes
 from natheear_tasks.paths import name_problem
 from natheear_tasks.pool import run_jobs
@@ -56,6 +58,7 @@ from natheear_tasks.simulation.rirs import SimulationSettings, bank_generator, b
 from natheear_tasks.tasks import localize
 from natheear_tasks.tasks.journal import Journal, read_journal
 from natheear_tasks.tasks.publish import (
+    OutputError,
     begin,
     check_output,
     publish,
@@ -72,6 +75,7 @@ from natheear_tasks.tasks.taskdir import (
     read_task,
 )
 
+BYTES_PER_SAMPLE = {"PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}
 SNR_DB = (5.0, 40.0)
 SCENES_FILE = "scenes.jsonl"
 PEAK = 0.99  # output peak limit (PCM wavs clip at 1)
@@ -255,6 +259,16 @@ def prepare(source: str | Path, out: str | Path, options: Options) -> Job:
     }
     job = Job(task, options, Path(out), bank, bank_path, request, noise, description)
     check_output(job.final, job.description)
+    if not job.final.exists():
+        channels = len(FORMATS[options.format])
+        needed = sum(
+            audio.frames * channels * BYTES_PER_SAMPLE.get(audio.subtype, 4)
+            for entry in task.files
+            for audio in entry.audio.values()
+        )  # this shard's part and the other shards' alike: the whole task comes here
+        room = space_problem(Path(out), needed, folder_bytes(job.partial))
+        if room:
+            raise OutputError(room)
     return job
 
 
@@ -371,7 +385,7 @@ def _write_file(
         gain = _level(clips[rate][0], mixture)
         gains[str(rate)] = round(20 * math.log10(gain), 4) if gain > 0 else None
         path = partial / str(rate) / entry.split / entry.name
-        path.write_bytes(wav_bytes((mixture * gain).T, rate, entry.audio[rate].subtype))
+        write_bytes(path, wav_bytes((mixture * gain).T, rate, entry.audio[rate].subtype))
     record = {
         "split": entry.split,
         "file": entry.name,

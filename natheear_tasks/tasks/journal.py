@@ -17,6 +17,8 @@ import json
 import uuid
 from pathlib import Path
 
+from natheear_tasks.atomic import named
+
 JOURNAL_DIR = ".journal"
 
 
@@ -31,7 +33,10 @@ class Journal:
 
     def append(self, record: dict) -> None:
         """Record one finished file (its wavs must be written already)."""
-        self._file.write((json.dumps(record, sort_keys=True) + "\n").encode())
+        try:
+            self._file.write((json.dumps(record, sort_keys=True) + "\n").encode())
+        except OSError as error:
+            raise named(error, self.path) from None
 
     def close(self) -> None:
         self._file.close()

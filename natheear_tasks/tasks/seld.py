@@ -31,7 +31,8 @@ import torch
 
 from natheear_tasks import locks
 from natheear_tasks.ambisonics import CHANNEL_ORDERS, to_ambix
-from natheear_tasks.exits import RESUMABLE, run_command
+from natheear_tasks.atomic import write_bytes
+from natheear_tasks.exits import RESUMABLE, folder_bytes, run_command, space_problem
 from natheear_tasks.formats import published
 from natheear_tasks.formats.dcase_frames import FRAME_SECONDS
 from natheear_tasks.formats.wav import wav_bytes
@@ -167,6 +168,14 @@ def _frames_multiple(seconds: float) -> bool:
         and 0 < seconds <= MAX_SECONDS
         and abs(seconds * 10 - round(seconds * 10)) < 1e-9
     )
+
+
+def _bytes_per_sample(dataset: Dataset, order: str) -> int:
+    """Bytes per output sample: the dataset's subtype (FuMa input is written as FLOAT)."""
+    if order == "fuma":
+        return 4
+    subtypes = {r.subtype for r in dataset.recordings}
+    return 2 if subtypes == {"PCM_16"} else 4
 
 
 def _check_options(options: Options) -> None:
@@ -360,6 +369,12 @@ def prepare(source: str | Path, out: str | Path, options: Options) -> Job:
         task = OutputTask(kind, final, plans[kind], metadata, words)
         check_output(task.final, task.description)
         tasks.append(task)
+    seconds = sum(item.seconds for task in tasks for item in task.plan.items)
+    needed = seconds * sum(options.sample_rates) * 4 * _bytes_per_sample(dataset, order)
+    already = sum(folder_bytes(task.partial) for task in tasks)
+    room = space_problem(Path(out), int(needed), already)
+    if room:
+        raise SeldError(room)
     notes = [f"channel order: {order}, decided by {decided}; {check.describe()}"]
     if splits.left_out:
         notes.append(f"{len(splits.left_out)} recordings are in no split (--fold-splits): left out")
@@ -414,7 +429,7 @@ def _convert(work: RecordingWork) -> tuple[float, int]:
                 if work.subtype.startswith("PCM"):
                     clipped[folder] += int(np.count_nonzero(np.abs(piece) > 1.0))
                 path = folder / str(rate) / item.split / item.file
-                path.write_bytes(wav_bytes(piece.T, rate, work.subtype))
+                write_bytes(path, wav_bytes(piece.T, rate, work.subtype))
     journals = _WORKER["journals"]
     for folder, _ in work.outputs:
         if folder not in journals:
