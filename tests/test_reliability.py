@@ -267,3 +267,21 @@ def test_seld_score_reads_upper_case_csv_files(tmp_path, capsys):
     (pred / "a.csv").write_text(rows)
     assert main(["seld-score", "--ref", str(ref), "--pred", str(pred)]) == 2
     assert "one stem twice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("row", ["5,1000000000,0,10,0", "5,1000000,0,10,0", "inf,0,0,10,0",
+                                 "5,0,99999999999999999999999,10,0"])  # fmt: skip
+def test_huge_or_infinite_label_values_are_listed_rows(tmp_path, capsys, row):
+    """A class index of a billion used to make seld and seld-oracle build a billion class
+    names; a million wrote a 1,000,001-class task; inf and integers beyond int64 raised
+    OverflowError. Each is now a bad row of its file, exit 2, before anything is written."""
+    data = _toy_dataset(tmp_path)
+    csv = next((data / "metadata_dev").rglob("*.csv"))
+    csv.write_text(csv.read_text() + row + "\n")
+    for name, out in (("seld", "out"), ("seld-oracle", "o")):
+        command = [name, str(data), str(tmp_path / out), "--layout", "frames"]
+        assert main(command) == 2
+        error = capsys.readouterr().err
+        assert f"{csv.name}: line " in error and "is not an integer in [0, " in error, error
+        assert "Traceback" not in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy"]
