@@ -248,10 +248,10 @@ def test_layout_errors_say_which_layout_was_read(tmp_path):
 
     model = hear_gram.load_model("random", sample_rate=16000)
     with pytest.raises(ValueError, match=r"read as \(batch, channels, samples\), channels first, "
-                       r"since 1 < 2.*: 1 samples"):  # fmt: skip
+                       r"since 1 < 2.*: 2 samples"):  # fmt: skip
         hear_gram.get_scene_embeddings(torch.zeros(1, 1, 2), model)
     with pytest.raises(ValueError, match=r"read as \(batch, samples, channels\), channels last, "
-                       r"since 1 < 2.*: 1 samples"):  # fmt: skip
+                       r"since 1 < 2.*: 2 samples"):  # fmt: skip
         hear_gram.get_scene_embeddings(torch.zeros(1, 2, 1), model)
 
 
