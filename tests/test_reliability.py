@@ -123,7 +123,8 @@ def test_a_second_run_on_a_locked_output_names_the_holder_and_exits_2(tmp_path, 
     data = _toy_dataset(tmp_path)
     fd = locks.acquire(tmp_path / "seld-out" / ".toy-seld.lock", "seld-out")
     try:
-        assert main(["seld", str(data), str(tmp_path / "seld-out"), "--layout", "frames"]) == 2
+        seld = ["seld", str(data), str(tmp_path / "seld-out"), "--layout", "frames"]
+        assert main([*seld, "--tasks", "seld"]) == 2
         assert "seld-out is in use by pid" in capsys.readouterr().err
     finally:
         locks.release(fd)
