@@ -125,7 +125,7 @@ def test_a_second_run_on_a_locked_output_names_the_holder_and_exits_2(tmp_path, 
     try:
         seld = ["seld", str(data), str(tmp_path / "seld-out"), "--layout", "frames"]
         assert main([*seld, "--tasks", "seld"]) == 2
-        assert "seld-out is in use by pid" in capsys.readouterr().err
+        assert "seld-out (toy tasks) is in use by pid" in capsys.readouterr().err
     finally:
         locks.release(fd)
     oracle_out = tmp_path / "oracle"

@@ -523,7 +523,10 @@ def test_a_bad_event_list_dataset_is_refused_with_every_problem(events_src, tmp_
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"segment_seconds": 0.25}, "--segment-seconds must be a positive multiple of 0.1"),
+        (
+            {"segment_seconds": 0.25},
+            r"--segment-seconds must be a multiple of 0.1 s \(100-ms frames\) in \(0, 3600\]",
+        ),
         ({"sample_rates": (RATE, RATE)}, "--sample-rates must be distinct"),
         ({"name": "../x"}, "--name '../x' must be"),
         ({"tasks": ()}, "--tasks must name"),

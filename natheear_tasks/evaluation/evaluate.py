@@ -245,8 +245,15 @@ def _run(args: argparse.Namespace) -> int:
         check_references(references, specs, tasks)
     settings = Settings(args.grid, args.grid_points, args.seed, args.protocol)
     out = Path(args.out)
-    with locks.hold(out / ".evaluate.lock", str(out), remove=True):
-        summary, results = evaluate(specs, tasks, out, settings, references, args.force, args.jobs)
+    created = not out.exists()
+    try:
+        with locks.hold(out / ".evaluate.lock", str(out), remove=True):
+            summary, results = evaluate(
+                specs, tasks, out, settings, references, args.force, args.jobs
+            )
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # refused before any work: leave no empty results folder behind
     print(report.markdown_table(summary))
     print(f"results: {out / 'summary.md'}, {out / 'summary.json'}, {out}/*.png")
     return exit_code(results)
