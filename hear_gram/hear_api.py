@@ -139,7 +139,7 @@ class HearModel(nn.Module):
         return outputs.cls_mean if self.scene_embedding == "cls" else outputs.step_mean
 
 
-def load_model(variant: str, model_file_path: str = "", **options) -> HearModel:
+def load_model(variant: str, model_file_path: str = "", **options: object) -> HearModel:
     """Load ``variant`` for the HEAR API.
 
     Args:

@@ -77,7 +77,8 @@ def ssd_scan(
         x: ``(b, L, H, P)`` inputs.
         dt: ``(b, L, H)`` positive step sizes (after softplus).
         A: ``(H,)`` negative decay rates.
-        B, C: ``(b, L, G, N)``; head ``h`` reads group ``h // (H / G)``.
+        B: ``(b, L, G, N)`` input projections; head ``h`` reads group ``h // (H / G)``.
+        C: ``(b, L, G, N)`` output projections, grouped as ``B``.
         chunk_size: tokens per chunk (the quadratic part is ``chunk_size^2`` per head).
         initial_state: ``(b, H, P, N)``, or None for zeros.
         return_final_state: also return the state after step ``L``.

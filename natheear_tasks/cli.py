@@ -17,7 +17,8 @@ tasks, RIR banks, previews.
     natheear-tasks seld-oracle DATASET OUT --layout frames|events   (oracle SELD baseline)
     natheear-tasks demo     --out work/demo                   (the README's main job)
 
-Exit codes: 0 done, 1 failure, 2 bad input or usage.
+Exit codes: 0 done, 1 failure, 2 bad input or usage, 130 interrupted (Ctrl-C),
+143 stopped (SIGTERM).
 """
 
 from __future__ import annotations

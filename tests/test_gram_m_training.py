@@ -44,6 +44,20 @@ def test_toy_gram_m_pretrains_exports_and_embeds(toy_data, tmp_path):
     assert embeddings.shape == (1, 32, 8 * 32) and torch.isfinite(embeddings).all()
 
 
+def test_resumed_gram_m_run_ends_with_the_same_weights_and_exports_them(toy_data, tmp_path):
+    common = {"train.log_every": 2, "train.checkpoint_every": 2}
+    straight = train(toy_config(toy_data, **common, **{"train.steps": 4}), tmp_path / "a")
+    run = tmp_path / "b"
+    train(toy_config(toy_data, **common, **{"train.steps": 2}), run)
+    resumed = train(toy_config(toy_data, **common, **{"train.steps": 4}), run, resume=True)
+    for name, value in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=0, msg=name)
+    assert export_main([str(run), str(tmp_path / "exported")]) == 0
+    loaded = gram_m_binaural.load_model(str(tmp_path / "exported"), sample_rate=16000)
+    for name, value in resumed.encoder.state_dict().items():
+        torch.testing.assert_close(loaded.encoder.state_dict()[name], value, rtol=0, atol=0)
+
+
 def test_reference_gram_m_checkpoint_continues_pretraining(tmp_path):
     """Encoder and ``decoder_v`` decoder of a reference GRAM-M file load strictly."""
     torch.manual_seed(0)

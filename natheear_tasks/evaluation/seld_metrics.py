@@ -291,8 +291,9 @@ def count_file(
     """SELD counts of one recording (see the module docstring).
 
     Args:
-        reference, prediction: frame-list rows in file order
+        reference: frame-list rows in file order
             (:func:`natheear_tasks.formats.dcase_frames.read_output_csv`).
+        prediction: the system's rows, likewise.
         num_classes: ``C``; every class index must be in ``[0, C)``.
         num_frames: the recording's length in label frames; no row may lie beyond it.
             None: the DCASE convention (:func:`scored_segments`), rows beyond the scored

@@ -196,7 +196,9 @@ def mix_scene_spectra(
         spectra: ``(B, 2, C, n // 2 + 1)`` (or ``(1, ...)`` for one scene): the
             :func:`scene_kernels` through :func:`rir_spectrum` at ``n``.
         n: the FFT size, at least ``T + L - 1`` (:func:`fft_length`).
-        snr_db, sample_rate, active: as for :func:`mix_scene`.
+        snr_db: as for :func:`mix_scene`.
+        sample_rate: as for :func:`mix_scene`.
+        active: as for :func:`mix_scene`.
     Returns:
         ``(B, C, T)`` mixture, float32 (float64 for complex128 spectra).
     """
