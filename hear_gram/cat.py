@@ -226,10 +226,12 @@ class CatEncoder(ChunkTransformer):
         self.init_weights()
 
     def init_weights(self) -> None:
+        """Xavier-uniform stem convolutions with zero biases, then the trunk's initialisation."""
         for conv in [stage.proj for stage in self.stem.stages] + list(self.stem.fuse):
             nn.init.xavier_uniform_(conv.weight.view(conv.weight.shape[0], -1))
             nn.init.zeros_(conv.bias)
         self.init_trunk_weights()
 
     def tokenize(self, x: Tensor, hidden: Tensor | None) -> Tensor:
+        """The stem's tokens ``(B, rows * cols, D)`` of features ``(B, C, F, T)``."""
         return self.stem(x, hidden)

@@ -14,6 +14,8 @@ from hear_gram.variants import VARIANTS
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m hear_gram.convert SOURCE OUT``: a reference checkpoint as a hear_gram
+    folder; returns the exit code."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )

@@ -83,6 +83,7 @@ class GramEncoder(ChunkTransformer):
         self.init_weights()
 
     def init_weights(self) -> None:
+        """Xavier-uniform patch projection with a zero bias, then the trunk's initialisation."""
         w = self.patch_embed.proj.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.zeros_(self.patch_embed.proj.bias)

@@ -46,6 +46,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``(..., D)`` to ``(..., D)``: fc1, GELU, fc2."""
         return self.fc2(self.act(self.fc1(x)))
 
 
@@ -72,6 +73,7 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        """``(B, N, D)`` tokens through attention and MLP, each pre-norm and residual."""
         x = x + self.attn(self.norm1(x), attn_mask)
         return x + self.mlp(self.norm2(x))
 
@@ -88,6 +90,7 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=self.patch_size, stride=self.patch_size)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Features ``(B, C, F, T)`` to patch tokens ``(B, rows * cols, D)``, frequency-major."""
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
@@ -172,6 +175,7 @@ class ChunkEncoder(nn.Module, metaclass=abc.ABCMeta):
 
     @property
     def num_patches(self) -> int:
+        """Tokens of one 2-s chunk (``rows * cols``), the CLS token not counted."""
         return self.grid[0] * self.grid[1]
 
     @abc.abstractmethod
@@ -286,6 +290,7 @@ class ChunkTransformer(ChunkEncoder):
         )
 
     def init_trunk_weights(self) -> None:
+        """CLS token ``N(0, 0.02)``; blocks and final norm as :func:`init_transformer_weights`."""
         nn.init.normal_(self.cls_token, std=0.02)
         self.blocks.apply(init_transformer_weights)
         self.norm.apply(init_transformer_weights)

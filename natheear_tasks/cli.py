@@ -109,6 +109,7 @@ def _add_scene_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``natheear-tasks`` parser with every subcommand."""
     parser = argparse.ArgumentParser(
         prog="natheear-tasks", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -212,6 +213,7 @@ def _preview(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``natheear-tasks`` subcommand; returns its exit code."""
     args = build_parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         children.handle_termination()

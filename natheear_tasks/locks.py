@@ -62,6 +62,7 @@ def acquire(lock_file: Path, what: str) -> int:
 
 
 def release(fd: int) -> None:
+    """Release a lock taken by :func:`acquire` (closing its descriptor)."""
     os.close(fd)
 
 

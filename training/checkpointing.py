@@ -83,10 +83,12 @@ def set_rng_state(state: dict) -> None:
 
 
 def checkpoint_dir(run: Path) -> Path:
+    """The folder of a run's checkpoints."""
     return Path(run) / CHECKPOINTS
 
 
 def step_name(step: int) -> str:
+    """A checkpoint's folder name, ``step-NNNNNNNNN``."""
     return f"step-{step:09d}"
 
 

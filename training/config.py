@@ -247,6 +247,7 @@ def from_dict(raw: dict) -> Config:
 
 
 def to_dict(config: Config) -> dict:
+    """The config as nested dicts, sections then fields."""
     return dataclasses.asdict(config)
 
 
@@ -267,6 +268,7 @@ def load(path: str | Path | None, overrides: list[str] = ()) -> Config:
 
 
 def dump(config: Config, path: str | Path) -> None:
+    """Write the config as YAML to ``path``."""
     Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
 
 

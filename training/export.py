@@ -80,6 +80,7 @@ def export(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m training.export RUN OUT``: export a run's encoder; the exit code."""
     parser = argparse.ArgumentParser(
         prog="python -m training.export",
         description="Export the encoder of a pretraining run as a hear_gram checkpoint folder.",

@@ -122,4 +122,5 @@ def init_from(model: MaskedAutoencoder, ref: str, variant: str) -> str:
 
 
 def parameter_count(module: nn.Module) -> int:
+    """Number of parameters of ``module``."""
     return sum(p.numel() for p in module.parameters())

@@ -130,6 +130,7 @@ def model_inputs(
 
 
 def format_eta(seconds: float) -> str:
+    """Seconds as ``1h02m03s`` (``2d03h04m`` past a day; ``?`` when unknown)."""
     if not math.isfinite(seconds):
         return "?"
     minutes, s = divmod(int(seconds), 60)
@@ -474,6 +475,7 @@ def _train(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line of ``python -m training.pretrain``."""
     parser = argparse.ArgumentParser(
         prog="python -m training.pretrain",
         description="GRAM and CAT pretraining on naturalistic scenes (run it under torchrun "
@@ -522,6 +524,7 @@ def resolve_config(args: argparse.Namespace) -> configuration.Config:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m training.pretrain``: run or resume pretraining; the exit code."""
     args = parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if int(os.environ.get("RANK", 0)) == 0 else logging.WARNING,

@@ -149,6 +149,7 @@ def write_dataset(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m training.synthetic OUT``: write the toy data set; the exit code."""
     parser = argparse.ArgumentParser(
         prog="python -m training.synthetic",
         description="Write synthetic clips, noise and an RIR bank for toy pretraining.",

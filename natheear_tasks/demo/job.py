@@ -358,6 +358,7 @@ def learning_curve(
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    """Run (or resume) the main job's five stages into ``args.out``; prints the results table."""
     check_checkout(PACKAGE_ROOT)
     out = Path(args.out).resolve()
     hear, banks, tasks = out / "hear", out / "rirs", out / "tasks"

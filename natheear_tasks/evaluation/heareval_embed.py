@@ -141,6 +141,7 @@ def run_click(command: click.Command, args: list[str] | None, prog_name: str) ->
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run heareval's embeddings runner with the fixes above; its exit code."""
     runner = import_runner().runner
     accept_random_model(runner)
     record_file_order()

@@ -192,6 +192,7 @@ def apply_fixes(seed: int = determinism.DEFAULT_SEED, model: str = "") -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run heareval's predictions runner with the fixes above; its exit code."""
     import torch
 
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)

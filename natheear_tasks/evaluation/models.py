@@ -166,6 +166,7 @@ def load_models_file(path: Path) -> list[ModelSpec]:
 
 
 def check_specs(specs: list[ModelSpec]) -> None:
+    """Raise :class:`UsageError` for a label that cannot name a folder or is used twice."""
     labels = [s.label for s in specs]
     for label in labels:
         if not _LABEL.match(label):

@@ -52,6 +52,7 @@ def _run_logged(command: list[str], log: Path, what: str) -> None:
 
 
 def embed_dir_of(run_dir: Path, task: TaskInfo) -> Path | None:
+    """The embeddings folder of ``task`` in a model's run folder, or None before embedding."""
     found = sorted((run_dir / "embeddings").glob(f"*/{task.name}"))
     if len(found) > 1:
         raise RuntimeError(f"{run_dir} holds several embeddings of {task.name}: {found}")
@@ -59,6 +60,7 @@ def embed_dir_of(run_dir: Path, task: TaskInfo) -> Path | None:
 
 
 def is_scored(embed_dir: Path | None, task: TaskInfo) -> bool:
+    """Whether ``task``'s test scores are on disk in ``embed_dir`` (for its route)."""
     if embed_dir is None:
         return False
     if task.localization:
@@ -90,6 +92,7 @@ def stage_task(task: TaskInfo, link: Path) -> None:
 def embed(
     spec: ModelSpec, weights: Path | str | None, tasks: list[TaskInfo], run_dir: Path
 ) -> None:
+    """Embed ``tasks`` with heareval's embeddings runner in a child process, into ``run_dir``."""
     staging = run_dir / "tasks"
     if staging.exists():
         shutil.rmtree(staging)
@@ -119,6 +122,7 @@ def embed(
 def predict(
     spec: ModelSpec, tasks: list[TaskInfo], run_dir: Path, settings: Settings, key: str
 ) -> None:
+    """Train and test the probes of ``tasks`` (heareval's runner, the direction or SELD probe)."""
     dirs = {task.name: embed_dir_of(run_dir, task) for task in tasks}
     missing = sorted(name for name, d in dirs.items() if d is None)
     if missing:

@@ -155,6 +155,8 @@ def _check_options(options: Options) -> None:
 
 
 def output_name(task: Task, options: Options) -> str:
+    """The output task's folder name: ``--name``, else ``<task>-<format>`` (or
+    ``<task>-localization-<format>``)."""
     if options.name:
         return options.name
     kind = f"localization-{options.format}" if options.localization else options.format
