@@ -50,14 +50,28 @@ def _pad_time(t: Tensor, pad: int) -> Tensor:
     return F.pad(t, [0, 0] * (t.dim() - 2) + [0, pad]) if pad else t
 
 
-def segment_sums(a: Tensor) -> Tensor:
-    """``(..., Q)`` log decays to ``(..., Q, Q)``: entry ``[t, s]`` is ``sum_{s < r <= t} a_r``
-    for ``s <= t`` and ``-inf`` above the diagonal (a masked cumulative sum, so each entry is
-    a sum of its own terms rather than a difference of two long prefix sums)."""
+def segment_sums(a: Tensor, method: str = "auto") -> Tensor:
+    """``(..., Q)`` log decays to ``(..., Q, Q)`` in ``a``'s dtype: entry ``[t, s]`` is
+    ``sum_{s < r <= t} a_r`` for ``s <= t`` and ``-inf`` above the diagonal.
+
+    ``method``: ``"difference"`` takes the prefix sums and their differences in float64 and
+    rounds each entry once, so it keeps ``a``'s precision however long the prefix sums grow
+    (a float32 difference would lose its small terms); ``"cumsum"`` makes each entry a
+    masked cumulative sum of its own terms, as precise, about twice as slow, and without
+    float64 (which MPS lacks); ``"auto"``: ``"difference"`` on CPU and CUDA.
+    """
     q = a.shape[-1]
-    ones = torch.ones(q, q, dtype=torch.bool, device=a.device)
-    terms = a[..., :, None].expand(*a.shape, q).masked_fill(~ones.tril(-1), 0.0)
-    return terms.cumsum(dim=-2).masked_fill(~ones.tril(0), -math.inf)
+    upper = torch.ones(q, q, dtype=torch.bool, device=a.device).triu_(1)
+    if method == "auto":
+        method = "difference" if a.device.type in ("cpu", "cuda") else "cumsum"
+    if method == "difference":
+        cum = a.double().cumsum(dim=-1)
+        return (cum[..., :, None] - cum[..., None, :]).to(a.dtype).masked_fill_(upper, -math.inf)
+    if method != "cumsum":
+        raise ValueError(f"method must be auto, difference or cumsum, got {method!r}")
+    strictly_lower = torch.ones(q, q, dtype=torch.bool, device=a.device).tril_(-1)
+    terms = a[..., :, None].expand(*a.shape, q).masked_fill(~strictly_lower, 0.0)
+    return terms.cumsum(dim=-2).masked_fill_(upper, -math.inf)
 
 
 def ssd_scan(
@@ -99,14 +113,21 @@ def ssd_scan(
     xs = (x * dt[..., None]).view(b, c, q, g, r, p)
     a = (dt * A).view(b, c, q, g, r).permute(0, 1, 3, 4, 2)  # (b, c, g, r, q) log decays
     Bc, Cc = B.view(b, c, q, g, n), C.view(b, c, q, g, n)
-    decay = torch.exp(segment_sums(a))  # (b, c, g, r, q, q): from step s to step t
-    scores = torch.einsum("bctgn,bcsgn->bcgts", Cc, Bc)
-    y = torch.einsum("bcgrts,bcsgrp->bctgrp", decay * scores[:, :, :, None], xs)
+    # (b, c, g, r, q, q) decays from step s to step t, weighted by C_t . B_s; without
+    # autograd in place, saving two passes over the largest tensor of the scan
+    inplace = not torch.is_grad_enabled()
+    decay = segment_sums(a)
+    decay = decay.exp_() if inplace else decay.exp()
+    carried = c > 1 or initial_state is not None or return_final_state
+    to_end = decay[..., -1, :].clone() if carried else None  # from each step to the chunk's end
+    scores = torch.einsum("bctgn,bcsgn->bcgts", Cc, Bc)[:, :, :, None]
+    weights = decay.mul_(scores) if inplace else decay * scores
+    y = torch.einsum("bcgrts,bcsgrp->bctgrp", weights, xs)
 
     final = None
-    if c > 1 or initial_state is not None or return_final_state:
+    if carried:
         cum = a.cumsum(dim=-1)  # decay from the chunk's start through each step
-        added = torch.einsum("bcgrs,bcsgrp,bcsgn->bcgrpn", decay[..., -1, :], xs, Bc)
+        added = torch.einsum("bcgrs,bcsgrp,bcsgn->bcgrpn", to_end, xs, Bc)
         through = cum[..., -1].exp()[..., None, None]  # (b, c, g, r, 1, 1)
         state = x.new_zeros(b, g, r, p, n)
         if initial_state is not None:

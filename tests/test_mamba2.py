@@ -48,14 +48,28 @@ def test_scan_continues_from_an_initial_state():
     torch.testing.assert_close(torch.cat([first, second], 1).double(), y_ref, rtol=1e-5, atol=1e-5)
 
 
-def test_long_decays_stay_exact_within_a_chunk():
-    """Strong decays over a long chunk: differences of long prefix sums would lose the small
-    terms; the masked cumulative sum keeps every entry its own sum."""
+@pytest.mark.parametrize("method", ["difference", "cumsum"])
+def test_long_decays_stay_exact_within_a_chunk(method):
+    """Strong decays over a long chunk: float32 differences of long prefix sums would lose
+    the small terms; every entry keeps float32 precision."""
     a = torch.full((300,), -3.7)
-    seg = segment_sums(a)
+    seg = segment_sums(a, method)
     t, s = 299, 297
     assert seg[t, s].item() == pytest.approx(-7.4, abs=1e-5)
     assert seg[5, 5].item() == 0.0 and seg[4, 5].item() == float("-inf")
+
+
+def test_both_segment_sum_methods_agree_with_float64():
+    a = -torch.rand(2, 3, 201, generator=torch.Generator().manual_seed(0)) * 1.6
+    cum = a.double().cumsum(-1)
+    exact = (cum[..., :, None] - cum[..., None, :]).tril()
+    for method in ("difference", "cumsum"):
+        seg = segment_sums(a, method)
+        assert seg.dtype == torch.float32
+        torch.testing.assert_close(seg.double().tril(), exact, rtol=1e-6, atol=1e-5)
+        assert torch.isinf(seg.triu(1)[seg.triu(1) != 0]).all()
+    with pytest.raises(ValueError, match="method must be"):
+        segment_sums(a, "fast")
 
 
 def test_causal_convolution_matches_a_loop():
