@@ -1,6 +1,7 @@
-"""Convert a reference GRAM-T checkpoint into a hear_gram checkpoint folder.
+"""Convert a reference GRAM-T or GRAM-M checkpoint into a hear_gram checkpoint folder.
 
 python -m hear_gram.convert gram_binaural.ckpt exported/gram-binaural --variant gram-binaural
+python -m hear_gram.convert gramm.ckpt exported/gram-m-binaural --variant gram-m-binaural
 """
 
 from __future__ import annotations
