@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test lint docs demo bench clean
 
 setup: $(VENV)/.installed
 
@@ -14,7 +14,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml scripts/setup.sh
 lint: setup
 	$(PY) -m ruff check .
 
-test: lint
+docs: setup
+	$(VENV)/bin/mkdocs build --strict --quiet
+
+test: lint docs
 	$(PY) -m pytest
 
 demo: setup
@@ -25,4 +28,4 @@ bench: setup
 	$(PY) bench/train_throughput.py
 
 clean:
-	rm -rf $(VENV) work .pytest_cache .ruff_cache
+	rm -rf $(VENV) work build .pytest_cache .ruff_cache
