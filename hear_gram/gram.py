@@ -14,7 +14,7 @@ import re
 from torch import Tensor, nn
 
 from hear_gram import features as feat
-from hear_gram.layers import ChunkTransformer, PatchEmbed
+from hear_gram.layers import ChunkTransformer, PatchEmbed, patch_grid
 from hear_gram.reference import Layout, check_positions, depth_of, patch_args, read_layout
 
 VIT_BASE = {"embed_dim": 768, "depth": 12, "num_heads": 12, "mlp_ratio": 4.0}
@@ -74,9 +74,7 @@ class GramEncoder(ChunkTransformer):
         norm_eps: float = 1e-6,
     ) -> None:
         patch_size = tuple(patch_size)
-        if n_mels % patch_size[0] or chunk_frames % patch_size[1]:
-            raise ValueError(f"patch {patch_size} does not tile a {n_mels} x {chunk_frames} chunk")
-        grid = (n_mels // patch_size[0], chunk_frames // patch_size[1])
+        grid = patch_grid(patch_size, n_mels, chunk_frames)
         super().__init__(grid, patch_size[1], embed_dim, depth, num_heads, mlp_ratio, norm_eps)
         self.in_chans = in_chans
         self.patch_embed = PatchEmbed(in_chans, embed_dim, patch_size)

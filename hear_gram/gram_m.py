@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from hear_gram import features as feat
 from hear_gram.errors import CheckpointError
-from hear_gram.layers import ChunkEncoder, PatchEmbed
+from hear_gram.layers import ChunkEncoder, PatchEmbed, patch_grid
 from hear_gram.mamba2 import MambaBlock, make_norm
 from hear_gram.reference import Layout, check_positions, depth_of, patch_args, read_layout
 
@@ -87,9 +87,7 @@ class GramMEncoder(ChunkEncoder):
         chunk_size: int = 256,
     ) -> None:
         patch_size = tuple(patch_size)
-        if n_mels % patch_size[0] or chunk_frames % patch_size[1]:
-            raise ValueError(f"patch {patch_size} does not tile a {n_mels} x {chunk_frames} chunk")
-        grid = (n_mels // patch_size[0], chunk_frames // patch_size[1])
+        grid = patch_grid(patch_size, n_mels, chunk_frames)
         mixer = {"d_state": d_state, "d_conv": d_conv, "expand": expand, "headdim": headdim}
         blocks = nn.ModuleList(
             MambaBlock(embed_dim, norm, norm_eps, ngroups=ngroups, chunk_size=chunk_size, **mixer)

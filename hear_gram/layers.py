@@ -94,6 +94,19 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
+def patch_grid(patch_size: tuple[int, int], n_mels: int, chunk_frames: int) -> tuple[int, int]:
+    """``(rows, cols)`` of the patches that tile an ``n_mels x chunk_frames`` chunk.
+
+    Raises:
+        ValueError: the patch does not tile the chunk.
+    """
+    if n_mels % patch_size[0] or chunk_frames % patch_size[1]:
+        raise ValueError(
+            f"patch {tuple(patch_size)} does not tile a {n_mels} x {chunk_frames} chunk"
+        )
+    return n_mels // patch_size[0], chunk_frames // patch_size[1]
+
+
 def sincos_1d(dim: int, positions: Tensor) -> Tensor:
     """MAE 1-D sin-cos embedding: ``(N,)`` positions to ``(N, dim)``, sines then cosines."""
     if dim % 2:

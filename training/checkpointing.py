@@ -19,8 +19,6 @@ killed runs left behind.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import logging
 import os
 import random
@@ -36,6 +34,7 @@ from torch import Tensor, nn
 from hear_gram.atomic import save_safetensors, temp_dir
 from hear_gram.checkpoint import read_weights
 from hear_gram.errors import CheckpointError
+from natheear_tasks import locks
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -240,24 +239,16 @@ class RunLock:
         self.fd: int | None = None
 
     def __enter__(self) -> RunLock:
-        self.run.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.run / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            os.close(fd)
-            if error.errno in (errno.EWOULDBLOCK, errno.EACCES):
-                raise RunInUse(
-                    f"another training process is using {self.run} (it holds "
-                    f"{self.run / LOCK}): wait for it to end, or choose another --out"
-                ) from None
+            self.fd = locks.acquire(self.run / LOCK, f"the run folder {self.run}")
+        except locks.OutputInUse as error:
+            raise RunInUse(f"{error} (or choose another --out)") from None
+        except OSError as error:  # a file system without flock
             log.warning(
                 "cannot lock %s (%s): temporary folders of killed runs are left in place",
                 self.run / LOCK,
                 error,
             )
-            return self
-        self.fd = fd
         return self
 
     @property
@@ -266,7 +257,7 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         if self.fd is not None:
-            os.close(self.fd)
+            locks.release(self.fd)
             self.fd = None
 
 

@@ -165,13 +165,6 @@ class StepSplit:
         return counts
 
 
-def _total(counts: list[SeldCounts], classes: int) -> SeldCounts:
-    total = SeldCounts.zeros(classes)
-    for c in counts:
-        total = total + c
-    return total
-
-
 def _scores(counts: SeldCounts, average: str) -> dict[str, float | None]:
     if counts.n_ref.sum() == 0:
         return dict.fromkeys(published.SELD_METRICS)
@@ -231,7 +224,7 @@ def score_seld_task(
 
         def validation(probe: nn.Module) -> float:
             counts = valid.file_counts(probe, fmt, conf["batch_size"])
-            return seld_scores(_total(counts, classes), fmt.average).seld
+            return seld_scores(SeldCounts.total(counts, classes), fmt.average).seld
 
         return probe_training.fit(
             lambda: AccdoaProbe(train.x.shape[1], classes, conf),
@@ -252,7 +245,7 @@ def score_seld_task(
             test = gather(p["test"])
             counts = test.file_counts(result.model, fmt, fitted[0].conf["batch_size"])
             folds[fold_name(p)] = {
-                **_scores(_total(counts, classes), fmt.average),
+                **_scores(SeldCounts.total(counts, classes), fmt.average),
                 f"validation_{METRIC}": result.validation,
                 "epoch": result.epoch,
                 "files": test.names,
@@ -262,7 +255,7 @@ def score_seld_task(
         "metric": METRIC,
         "protocol": NAME,
         "test": {
-            **_scores(_total(list(per_file.values()), classes), fmt.average),
+            **_scores(SeldCounts.total(list(per_file.values()), classes), fmt.average),
             "files": len(per_file),
         },  # fmt: skip
         "folds": folds,

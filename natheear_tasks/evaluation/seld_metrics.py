@@ -99,6 +99,14 @@ class SeldCounts:
         tp, fp, fp_spatial, fn, n_ref = np.zeros((5, num_classes), dtype=np.int64)
         return cls(tp, fp, fp_spatial, fn, n_ref, np.zeros(num_classes), 0, 0, 0)
 
+    @classmethod
+    def total(cls, counts: Sequence[SeldCounts], num_classes: int) -> SeldCounts:
+        """The sum of ``counts`` (files, folds), zeros when there are none."""
+        total = cls.zeros(num_classes)
+        for c in counts:
+            total = total + c
+        return total
+
     @property
     def num_classes(self) -> int:
         return len(self.tp)

@@ -260,13 +260,6 @@ def file_counts(
     return counts
 
 
-def _total(counts: Sequence[SeldCounts], num_classes: int) -> SeldCounts:
-    total = SeldCounts.zeros(num_classes)
-    for c in counts:
-        total = total + c
-    return total
-
-
 def fit(train: SeldSplit, valid: SeldSplit, fmt: SeldFormat, conf: dict, seed: int) -> FitResult:
     """Train one probe with early stopping on the validation SELD score (seeded; the loop of
     :func:`natheear_tasks.evaluation.probe_training.fit`)."""
@@ -274,7 +267,7 @@ def fit(train: SeldSplit, valid: SeldSplit, fmt: SeldFormat, conf: dict, seed: i
 
     def validation(model: nn.Module) -> float:
         counts = file_counts(model, valid, fmt, conf["batch_size"])
-        return seld_scores(_total(counts, num_classes), fmt.average).seld
+        return seld_scores(SeldCounts.total(counts, num_classes), fmt.average).seld
 
     return probe_training.fit(
         lambda: SeldProbe(train.x.shape[1], num_classes, conf),
@@ -369,13 +362,13 @@ def fit_and_score(
             test = gather(p["test"])
             counts = file_counts(result.model, test, fmt, best.conf["batch_size"])
             folds[fold_name(p)] = {
-                **_scores_or_none(_total(counts, num_classes), fmt.average),
+                **_scores_or_none(SeldCounts.total(counts, num_classes), fmt.average),
                 f"validation_{METRIC}": result.validation,
                 "epoch": result.epoch,
                 "files": test.names,
             }
             per_file.update(zip(test.names, counts, strict=True))
-    total = _total(list(per_file.values()), num_classes)
+    total = SeldCounts.total(list(per_file.values()), num_classes)
     return {
         "metric": METRIC,
         "test": {**_scores_or_none(total, fmt.average), "files": len(per_file)},
