@@ -58,7 +58,8 @@ KIT_LOCALIZATION = ("DOA", "MAE", "DOE")
 def kit_localization_scores(prediction: Tensor, target: Tensor) -> dict[str, float]:
     """The kit's ``DOA``, ``MAE`` and ``DOE`` of raw ``(N, 3)`` outputs and unit targets."""
     p, t = prediction.double().numpy(), target.double().numpy()
-    chord = 2 * np.arcsin(np.sqrt(((t - p) ** 2).sum(axis=1)) / 2) * (180 / np.pi)
+    with np.errstate(invalid="ignore"):  # a chord over 2 is NaN, kept as the kit keeps it
+        chord = 2 * np.arcsin(np.sqrt(((t - p) ** 2).sum(axis=1)) / 2) * (180 / np.pi)
     chord = np.nan_to_num(chord, 180)  # as the kit: NaN (a chord over 2) becomes 0, not 180
     angles = doa_probe.doa_error_deg(prediction, target).double().numpy()
     return {
