@@ -104,8 +104,42 @@ def test_killing_evaluate_leaves_no_heareval_process(tmp_path, how):
         evaluate.kill()
 
 
-def test_a_second_run_on_a_locked_output_names_the_holder_and_exits_2(tmp_path, capsys):
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_killing_the_demo_stops_its_pretraining(tmp_path, how):
+    """The main job killed while its training.pretrain child trains: nothing keeps running."""
+    command = [sys.executable, "-m", "natheear_tasks", "demo", "--out", str(tmp_path / "demo"),
+               "--scale", "0.02", "--bank-size", "4", "--train-steps", "100000",
+               "--workers", "1", "--no-released"]  # fmt: skip
+    log = tmp_path / "demo.log"
+    env = {**os.environ, "NATHEEAR_CACHE": str(tmp_path / "cache")}
+    with log.open("w") as sink:
+        demo = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=sink, env=env)
+    try:
+
+        def training() -> list[int]:
+            return [p for p in descendants(demo.pid)
+                    if b"training.pretrain" in Path(f"/proc/{p}/cmdline").read_bytes()]  # fmt: skip
+
+        assert wait_for(training, 240), log.read_text()[-2000:]
+        assert wait_for(lambda: (tmp_path / "demo" / "train" / "run").is_dir(), 60)
+        below = descendants(demo.pid)
+        demo.send_signal(how)
+        code = demo.wait(timeout=120)
+        assert code == (-signal.SIGKILL if how == signal.SIGKILL else 143), log.read_text()[-2000:]
+        assert wait_for(lambda: not any(alive(p) for p in below), 15), [
+            Path(f"/proc/{p}/cmdline").read_text() for p in below if alive(p)
+        ]
+    finally:
+        demo.kill()
+
+
+def test_a_second_run_on_a_locked_output_names_the_holder_and_exits_2(
+    tmp_path, capsys, monkeypatch
+):
     """Each command's output lock, held here as a first run would hold it."""
+    monkeypatch.setenv("NATHEEAR_CACHE", str(tmp_path / "cache"))
     tasks = tmp_path / "tasks"
     write_task(tasks, "tones", "scene", files_per_split=2)
     out = tmp_path / "results"
@@ -126,6 +160,16 @@ def test_a_second_run_on_a_locked_output_names_the_holder_and_exits_2(tmp_path, 
         seld = ["seld", str(data), str(tmp_path / "seld-out"), "--layout", "frames"]
         assert main([*seld, "--tasks", "seld"]) == 2
         assert "seld-out (toy tasks) is in use by pid" in capsys.readouterr().err
+    finally:
+        locks.release(fd)
+    hear = write_task(tmp_path / "hear", "tones", "scene", files_per_split=2)
+    natheear = tmp_path / "natheear"
+    fd = locks.acquire(natheear / ".tones-ambisonics.lock", str(natheear / "tones-ambisonics"))
+    try:
+        assert main(["convert", str(hear), str(natheear), "--format", "ambisonics"]) == 2
+        assert "tones-ambisonics is in use by pid" in capsys.readouterr().err
+        assert sorted(p.name for p in natheear.iterdir()) == [".tones-ambisonics.lock"]
+        assert not (tmp_path / "cache").exists()  # refused before simulating any RIR
     finally:
         locks.release(fd)
     oracle_out = tmp_path / "oracle"
