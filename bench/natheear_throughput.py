@@ -38,7 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from natheear_helpers import write_task  # noqa: E402
+from source_tasks import write_task  # noqa: E402
 
 from natheear_tasks.pool import run_jobs  # noqa: E402
 from natheear_tasks.simulation.hrtf import load_kemar  # noqa: E402

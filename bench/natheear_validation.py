@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from natheear_helpers import write_task  # noqa: E402
+from source_tasks import write_task  # noqa: E402
 
 from natheear_tasks.tasks.taskdir import read_task  # noqa: E402
 

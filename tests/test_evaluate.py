@@ -9,8 +9,8 @@ import types
 
 import pytest
 import torch
-from evaluate_helpers import summaries_with_1_and_2_threads
-from natheear_helpers import write_task
+from source_tasks import write_task
+from thread_runs import summaries_with_1_and_2_threads
 
 from hear_gram.checkpoint import save_checkpoint
 from hear_gram.gram import GramEncoder

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from evaluate_helpers import seld_label, write_seld_task
+from seld_task_files import seld_label, write_seld_task
 
 from natheear_tasks.evaluation import doa_probe
 from natheear_tasks.evaluation.discovery import find_tasks

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from natheear_helpers import write_task
+from source_tasks import write_task
 
 from natheear_tasks.evaluation import discovery, heareval_embed, task_scores
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from natheear_helpers import write_task
+from source_tasks import write_task
 
 from natheear_tasks.cli import main
 from natheear_tasks.demo import synth

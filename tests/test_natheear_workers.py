@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from natheear_helpers import write_task
+from source_tasks import write_task
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 

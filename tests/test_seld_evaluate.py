@@ -7,7 +7,7 @@ same scores with 1 and 2 threads (two more runs)."""
 import json
 
 import pytest
-from evaluate_helpers import summaries_with_1_and_2_threads
+from thread_runs import summaries_with_1_and_2_threads
 
 from natheear_tasks.cli import main
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from evaluate_helpers import seld_label, write_seld_task
+from seld_task_files import seld_label, write_seld_task
 
 from natheear_tasks.evaluation import determinism, seld_probe
 from natheear_tasks.evaluation.seld_probe import (

@@ -1,4 +1,4 @@
-"""Test helpers for training/: toy-run overrides, weights written in the reference GRAM-T
+"""What the training tests share: toy-run overrides, weights written in the reference GRAM-T
 layout."""
 
 import re

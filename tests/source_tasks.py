@@ -1,4 +1,5 @@
-"""Small HEAR-format source tasks for the natheear_tasks tests, synthesized with numpy."""
+"""HEAR-format source tasks (several rates, labelled clips) for the conversion tests and
+benchmarks, synthesized with numpy."""
 
 from __future__ import annotations
 
