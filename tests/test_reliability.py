@@ -45,6 +45,14 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def cmdline(pid: int) -> bytes:
+    """``pid``'s command line, or nothing once it has ended."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def wait_for(condition, seconds: float) -> bool:
     deadline = time.time() + seconds
     while time.time() < deadline:
@@ -69,7 +77,7 @@ def test_a_child_dies_with_its_command(how):
     try:
         assert wait_for(lambda: descendants(parent.pid), 20), "the child never started"
         (child,) = descendants(parent.pid)
-        assert wait_for(lambda: "sleep" in Path(f"/proc/{child}/cmdline").read_text(), 10)
+        assert wait_for(lambda: b"sleep" in cmdline(child), 10)
         parent.send_signal(how)
         code = parent.wait(timeout=30)
         assert code == (-signal.SIGKILL if how == signal.SIGKILL else 143)
@@ -98,7 +106,7 @@ def test_killing_evaluate_leaves_no_heareval_process(tmp_path, how):
         if how == signal.SIGTERM:
             assert code == 143, evaluate.stderr.read()
         assert wait_for(lambda: not any(alive(p) for p in below), 15), [
-            Path(f"/proc/{p}/cmdline").read_text() for p in below if alive(p)
+            cmdline(p) for p in below if alive(p)
         ]
     finally:
         evaluate.kill()
@@ -119,8 +127,7 @@ def test_killing_the_demo_stops_its_pretraining(tmp_path, how):
     try:
 
         def training() -> list[int]:
-            return [p for p in descendants(demo.pid)
-                    if b"training.pretrain" in Path(f"/proc/{p}/cmdline").read_bytes()]  # fmt: skip
+            return [p for p in descendants(demo.pid) if b"training.pretrain" in cmdline(p)]
 
         assert wait_for(training, 240), log.read_text()[-2000:]
         assert wait_for(lambda: (tmp_path / "demo" / "train" / "run").is_dir(), 60)
@@ -129,7 +136,7 @@ def test_killing_the_demo_stops_its_pretraining(tmp_path, how):
         code = demo.wait(timeout=120)
         assert code == (-signal.SIGKILL if how == signal.SIGKILL else 143), log.read_text()[-2000:]
         assert wait_for(lambda: not any(alive(p) for p in below), 15), [
-            Path(f"/proc/{p}/cmdline").read_text() for p in below if alive(p)
+            cmdline(p) for p in below if alive(p)
         ]
     finally:
         demo.kill()
