@@ -14,7 +14,8 @@ which this package does not need: it is installed into WORK/kit-deps when missin
 which torch >= 2.6 refuses by default, so its runs get ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``.
 
 Exit codes: 0 the kit read and scored every task, 1 a step failed (its log is named), 2 bad
-usage, 130 / 143 interrupted (the running step is stopped first).
+usage (WORK not empty, or in use by another run), 130 / 143 interrupted (the running step
+is stopped first).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from hear_tasks import write_task  # noqa: E402
 
-from natheear_tasks import children  # noqa: E402
+from natheear_tasks import children, locks  # noqa: E402
 
 RATE = 16000
 MODEL_OPTIONS = json.dumps({"model_file_path": "random", "sample_rate": RATE})
@@ -46,6 +47,10 @@ TASKS = [
 
 class StepFailed(Exception):
     """A command of the check ended with a non-zero exit code."""
+
+
+class WorkNotEmpty(Exception):
+    """The work folder holds files already."""
 
 
 def step(command: list[str], log: Path, env: dict[str, str], cwd: Path) -> None:
@@ -89,6 +94,28 @@ def kit_scores(work: Path, task: str, module: str, localization: str, env: dict[
     return {k: v for k, v in test.items() if k.startswith("test_")}
 
 
+def check(kit: Path, work: Path, grid: str) -> None:
+    """Write the tasks into ``work`` (empty or new), have the kit score them, print the
+    scores; raises :class:`StepFailed` or :class:`WorkNotEmpty`."""
+    if work.exists() and any(work.iterdir()):
+        raise WorkNotEmpty(f"{work} is not empty; name a new folder")
+    work.mkdir(parents=True, exist_ok=True)
+    deps = work / "kit-deps"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NATHEEAR_CACHE": str(work / "cache"),
+           "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",
+           "PYTHONPATH": os.pathsep.join([str(kit), str(deps), str(ROOT)])}  # fmt: skip
+    probe = [sys.executable, "-c", "import IPython"]
+    if children.run(probe, env=env, stderr=subprocess.DEVNULL) != 0:
+        step([sys.executable, "-m", "pip", "install", "--quiet", "--target", str(deps),
+              "ipython"], work / "pip.log", env, work)  # fmt: skip
+    write_tasks(work, env)
+    print(f"listen-eval-kit {kit}, grid {grid}, untrained hear_gram weights, {RATE} Hz")
+    for task, module, localization in TASKS:
+        scores = kit_scores(work, task, module, localization, env, grid)
+        shown = ", ".join(f"{k.removeprefix('test_')} {v:.3f}" for k, v in scores.items())
+        print(f"{task} ({module}{', ' + localization if localization else ''}): {shown}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("kit", type=Path, help="a checkout of labhamlet/listen-eval-kit")
@@ -102,27 +129,13 @@ def main(argv: list[str] | None = None) -> int:
               "runner.py); get one with: git clone https://github.com/labhamlet/listen-eval-kit",
               file=sys.stderr)  # fmt: skip
         return 2
-    if work.exists() and any(work.iterdir()):
-        print(f"error: {work} is not empty; name a new folder", file=sys.stderr)
-        return 2
-    work.mkdir(parents=True, exist_ok=True)
-    deps = work / "kit-deps"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NATHEEAR_CACHE": str(work / "cache"),
-           "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",
-           "PYTHONPATH": os.pathsep.join([str(kit), str(deps), str(ROOT)])}  # fmt: skip
     children.handle_termination()
     try:
-        probe = [sys.executable, "-c", "import IPython"]
-        has_ipython = children.run(probe, env=env, stderr=subprocess.DEVNULL) == 0
-        if not has_ipython:
-            step([sys.executable, "-m", "pip", "install", "--quiet", "--target", str(deps),
-                  "ipython"], work / "pip.log", env, work)  # fmt: skip
-        write_tasks(work, env)
-        print(f"listen-eval-kit {kit}, grid {args.grid}, untrained hear_gram weights, {RATE} Hz")
-        for task, module, localization in TASKS:
-            scores = kit_scores(work, task, module, localization, env, args.grid)
-            shown = ", ".join(f"{k.removeprefix('test_')} {v:.3f}" for k, v in scores.items())
-            print(f"{task} ({module}{', ' + localization if localization else ''}): {shown}")
+        with locks.hold(locks.beside(work), str(work), remove=True):
+            check(kit, work, args.grid)
+    except (WorkNotEmpty, locks.OutputInUse) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except StepFailed as failure:
         print(f"error: {failure}", file=sys.stderr)
         return 1

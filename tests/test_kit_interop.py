@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from natheear_tasks import locks
+
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("kit_interop", ROOT / "scripts" / "kit_interop.py")
@@ -33,7 +35,7 @@ def test_the_tasks_the_kit_gets_are_written_in_the_published_form(tmp_path):
     }
 
 
-def test_a_folder_that_is_not_the_kit_or_a_used_work_folder_is_refused(tmp_path, capsys):
+def test_no_kit_a_used_work_folder_or_one_in_use_is_refused(tmp_path, capsys):
     assert kit_interop.main([str(tmp_path / "nokit"), str(tmp_path / "work")]) == 2
     assert "is not a checkout of listen-eval-kit" in capsys.readouterr().err
     assert not (tmp_path / "work").exists()
@@ -45,3 +47,10 @@ def test_a_folder_that_is_not_the_kit_or_a_used_work_folder_is_refused(tmp_path,
     assert kit_interop.main([str(tmp_path / "kit"), str(tmp_path / "used")]) == 2
     assert "is not empty" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "used").iterdir()] == ["keep.txt"]
+    fd = locks.acquire(locks.beside(tmp_path / "busy"), "busy")
+    try:
+        assert kit_interop.main([str(tmp_path / "kit"), str(tmp_path / "busy")]) == 2
+        assert f"is in use by pid {os.getpid()}" in capsys.readouterr().err
+        assert not (tmp_path / "busy").exists()
+    finally:
+        locks.release(fd)
