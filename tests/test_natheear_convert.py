@@ -530,6 +530,15 @@ def test_non_finite_samples_and_a_vocabulary_without_labels_are_listed(
     assert "problem(s)" in err and not out.exists()
 
 
+def test_a_vocabulary_that_is_not_utf8_is_a_listed_problem(tmp_path, banks, capsys):
+    src = write_task(tmp_path / "src", rates=(16000,))
+    (src / "labelvocabulary.csv").write_bytes(b"idx,label\n0,caf\xe9\n")  # Latin-1
+    out = tmp_path / "out"
+    assert _convert(src, out, "binaural", banks["binaural"]) == 2
+    assert "labelvocabulary.csv cannot be read ('utf-8' codec" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_malformed_labels_splits_and_outputs_get_a_one_line_reason(tmp_path, banks, capsys):
     src = write_task(tmp_path / "src", rates=(16000,))
     out = tmp_path / "out"

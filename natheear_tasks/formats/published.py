@@ -67,17 +67,19 @@ SELD_EVALUATION = ["SELD"]
 VOCABULARY = "labelvocabulary.csv"
 
 
-def read_vocabulary(path: Path) -> tuple[list[str], list[str]]:
-    """The labels of a ``labelvocabulary.csv`` in index order (header ``idx,label``, rows
-    ``0..n-1``), and every problem with the file."""
+def read_vocabulary_text(path: Path) -> tuple[str, list[str], list[str]]:
+    """A ``labelvocabulary.csv``'s text (``""`` when it cannot be read; a byte-order mark
+    dropped), its labels in index order (header ``idx,label``, rows ``0..n-1``), and every
+    problem with the file."""
     if not path.is_file():
-        return [], [f"{VOCABULARY} is missing"]
+        return "", [], [f"{VOCABULARY} is missing"]
     try:
-        rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
-        return [], [f"{VOCABULARY} cannot be read ({error})"]
+        return "", [], [f"{VOCABULARY} cannot be read ({error})"]
+    rows = list(csv.reader(io.StringIO(text)))
     if not rows or [c.strip() for c in rows[0]] != ["idx", "label"]:
-        return [], [f"{VOCABULARY} must start with the header 'idx,label'"]
+        return text, [], [f"{VOCABULARY} must start with the header 'idx,label'"]
     labels, problems = [], []
     for n, row in enumerate(rows[1:]):
         if len(row) != 2 or row[0].strip() != str(n):
@@ -86,6 +88,13 @@ def read_vocabulary(path: Path) -> tuple[list[str], list[str]]:
         labels.append(row[1])
     if len(rows) == 1:
         problems.append(f"{VOCABULARY} lists no labels (only its header)")
+    return text, labels, problems
+
+
+def read_vocabulary(path: Path) -> tuple[list[str], list[str]]:
+    """The labels of a ``labelvocabulary.csv`` in index order, and every problem with the
+    file (:func:`read_vocabulary_text`)."""
+    _, labels, problems = read_vocabulary_text(path)
     return labels, problems
 
 

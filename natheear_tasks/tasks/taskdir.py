@@ -18,7 +18,7 @@ from tqdm import tqdm
 # the atomic writers, also imported from here
 from natheear_tasks.atomic import atomic_write_bytes as atomic_write_bytes
 from natheear_tasks.atomic import atomic_write_json as atomic_write_json
-from natheear_tasks.formats.published import read_vocabulary
+from natheear_tasks.formats.published import read_vocabulary_text
 from natheear_tasks.formats.wav import FLOAT_SUBTYPES, truncation_problem
 from natheear_tasks.paths import escapes, name_problem
 
@@ -96,9 +96,9 @@ def _load_json(path: Path, problems: list[str]):
 
 
 def _read_vocabulary(path: Path, problems: list[str]) -> tuple[str, set[str]]:
-    labels, found = read_vocabulary(path)
+    text, labels, found = read_vocabulary_text(path)
     problems += found
-    return (path.read_text() if path.is_file() else ""), set(labels)
+    return text, set(labels)
 
 
 def _check_labels(split: str, name: str, labels, kind: str, vocab: set[str], problems: list[str]):
