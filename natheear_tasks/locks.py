@@ -32,6 +32,16 @@ def _holder(lock_file: Path) -> str:
         return "another process"
 
 
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``fd`` is still the file at ``path`` (not removed or replaced since)."""
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (opened.st_dev, opened.st_ino) == (named.st_dev, named.st_ino)
+
+
 def acquire(lock_file: Path, what: str) -> int:
     """Lock ``lock_file`` (created with the umask's permissions) without waiting and record
     this process in it; returns the open descriptor, to :func:`release` later.
@@ -40,17 +50,21 @@ def acquire(lock_file: Path, what: str) -> int:
         OutputInUse: another process holds it (named, with ``what`` it is using).
     """
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as error:
-        os.close(fd)
-        if error.errno in (errno.EWOULDBLOCK, errno.EACCES):
-            raise OutputInUse(
-                f"{what} is in use by {_holder(lock_file)} (it holds {lock_file}); wait for "
-                "it to end, or stop it, then run again"
-            ) from None
-        raise
+    while True:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            os.close(fd)
+            if error.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                raise OutputInUse(
+                    f"{what} is in use by {_holder(lock_file)} (it holds {lock_file}); wait "
+                    "for it to end, or stop it, then run again"
+                ) from None
+            raise
+        if _same_file(fd, lock_file):
+            break
+        os.close(fd)  # its holder removed the file after we opened it: take the new one
     record = {
         "pid": os.getpid(),
         "command": " ".join(sys.argv),
@@ -69,8 +83,8 @@ def release(fd: int) -> None:
 @contextmanager
 def hold(lock_file: Path, what: str, remove: bool = False) -> Iterator[None]:
     """:func:`acquire` ``lock_file`` for the ``with`` block; with ``remove``, the file is
-    deleted before the lock is released (safe where the holder's work is checked under
-    the lock by whoever comes next, as :func:`natheear_tasks.atomic.atomic_folder` does)."""
+    deleted before the lock is released (safe: :func:`acquire` does not trust a lock on a
+    file that is no longer at its path)."""
     fd = acquire(lock_file, what)
     try:
         yield

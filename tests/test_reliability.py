@@ -142,6 +142,30 @@ def test_killing_the_demo_stops_its_pretraining(tmp_path, how):
         demo.kill()
 
 
+def test_a_lock_file_removed_after_it_was_opened_is_not_trusted(tmp_path, monkeypatch):
+    """Run B opens the lock file; run A ends (removes it, then unlocks) and run C takes a new
+    one; B's flock on the removed file succeeds, but B must see C's lock, not run beside C."""
+    lock = tmp_path / ".out.lock"
+    first = locks.acquire(lock, "out")
+    taken = []
+    real_open = os.open
+
+    def open_while_the_holder_changes(path, flags, mode=0o777):
+        fd = real_open(path, flags, mode)
+        if not taken:
+            taken.append(fd)
+            lock.unlink()
+            locks.release(first)
+            taken.append(locks.acquire(lock, "out"))
+        return fd
+
+    monkeypatch.setattr(locks.os, "open", open_while_the_holder_changes)
+    with pytest.raises(locks.OutputInUse):
+        locks.acquire(lock, "out")
+    monkeypatch.undo()
+    locks.release(taken[1])
+
+
 def test_a_second_run_on_a_locked_output_names_the_holder_and_exits_2(
     tmp_path, capsys, monkeypatch
 ):
