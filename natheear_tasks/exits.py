@@ -46,14 +46,19 @@ ALL_OR_NOTHING = Stopped(
 )
 
 
+def _existing(path: Path) -> Path:
+    """``path``, or its nearest parent that exists."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def disk_full_message(error: OSError, stopped: Stopped) -> str:
     """What a full disk stopped: the file, the room left on its device, what to do."""
     path = Path(error.filename) if error.filename else None
     where = f"writing {path}" if path else "writing its output"
     free = ""
-    probe = path
-    while probe is not None and not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    probe = _existing(path) if path is not None else None
     if probe is not None and probe.exists():
         usage = shutil.disk_usage(probe)
         free = f" ({usage.free / 2**20:.0f} MiB left of {usage.total / 2**30:.1f} GiB there)"
@@ -94,10 +99,7 @@ def run_command(
 def space_problem(folder: Path, needed: int, already: int = 0) -> str | None:
     """A problem when the device of ``folder`` (or its nearest existing parent) has less room
     than ``needed`` bytes minus the ``already`` written, else None."""
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
+    free = shutil.disk_usage(_existing(folder)).free
     if free >= needed - already:
         return None
     return (

@@ -141,6 +141,7 @@ class OutputTask:
 class Job:
     """A validated conversion, ready to run."""
 
+    name: str  # the tasks' NAME (NAME-events, NAME-localization, NAME-seld)
     dataset: Dataset
     options: Options
     splits: Splits
@@ -380,7 +381,7 @@ def prepare(source: str | Path, out: str | Path, options: Options) -> Job:
         notes.append(f"{len(splits.left_out)} recordings are in no split (--fold-splits): left out")
     for kind in options.tasks:
         notes += plans[kind].notes
-    return Job(dataset, options, splits, order, check, tasks, notes)
+    return Job(name, dataset, options, splits, order, check, tasks, notes)
 
 
 # --- per-recording work (runs in worker processes) ---------------------------------------
@@ -668,8 +669,8 @@ def main(args: argparse.Namespace) -> int:
 
 def _convert_dataset(source: str, out: str, options: Options) -> int:
     job = prepare(source, out, options)
-    name = job.tasks[0].final.name.rsplit("-", 1)[0] if job.tasks else "seld"
-    with locks.hold(Path(out) / f".{name}-seld.lock", f"{out} ({name} tasks)", remove=True):
+    lock = Path(out) / f".{job.name}-seld.lock"
+    with locks.hold(lock, f"{out} ({job.name} tasks)", remove=True):
         summary = run(job)
     for note in summary.notes:
         print(note)
