@@ -70,6 +70,18 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def stop_and_check_nothing_survives(command: subprocess.Popen, how: int, output) -> None:
+    """Send ``how`` to ``command``; it must end with that signal (143 for SIGTERM) and every
+    process below it must end within 15 s. ``output()`` explains a wrong exit code."""
+    below = descendants(command.pid)
+    command.send_signal(how)
+    code = command.wait(timeout=120)
+    assert code == (-signal.SIGKILL if how == signal.SIGKILL else 143), output()
+    assert wait_for(lambda: not any(alive(p) for p in below), 15), [
+        cmdline(p) for p in below if alive(p)
+    ]
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
 def test_a_child_dies_with_its_command(how):
@@ -78,10 +90,7 @@ def test_a_child_dies_with_its_command(how):
         assert wait_for(lambda: descendants(parent.pid), 20), "the child never started"
         (child,) = descendants(parent.pid)
         assert wait_for(lambda: b"sleep" in cmdline(child), 10)
-        parent.send_signal(how)
-        code = parent.wait(timeout=30)
-        assert code == (-signal.SIGKILL if how == signal.SIGKILL else 143)
-        assert wait_for(lambda: not alive(child), 10), "the child outlived its command"
+        stop_and_check_nothing_survives(parent, how, lambda: "")
     finally:
         parent.kill()
 
@@ -100,14 +109,7 @@ def test_killing_evaluate_leaves_no_heareval_process(tmp_path, how):
                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert wait_for(lambda: descendants(evaluate.pid), 60), "no heareval child started"
-        below = descendants(evaluate.pid)
-        evaluate.send_signal(how)
-        code = evaluate.wait(timeout=120)
-        if how == signal.SIGTERM:
-            assert code == 143, evaluate.stderr.read()
-        assert wait_for(lambda: not any(alive(p) for p in below), 15), [
-            cmdline(p) for p in below if alive(p)
-        ]
+        stop_and_check_nothing_survives(evaluate, how, evaluate.stderr.read)
     finally:
         evaluate.kill()
 
@@ -131,13 +133,7 @@ def test_killing_the_demo_stops_its_pretraining(tmp_path, how):
 
         assert wait_for(training, 240), log.read_text()[-2000:]
         assert wait_for(lambda: (tmp_path / "demo" / "train" / "run").is_dir(), 60)
-        below = descendants(demo.pid)
-        demo.send_signal(how)
-        code = demo.wait(timeout=120)
-        assert code == (-signal.SIGKILL if how == signal.SIGKILL else 143), log.read_text()[-2000:]
-        assert wait_for(lambda: not any(alive(p) for p in below), 15), [
-            cmdline(p) for p in below if alive(p)
-        ]
+        stop_and_check_nothing_survives(demo, how, lambda: log.read_text()[-2000:])
     finally:
         demo.kill()
 
