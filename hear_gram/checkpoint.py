@@ -174,23 +174,26 @@ def read_weights(path: Path) -> dict[str, Tensor]:
         ) from None
 
 
-def read_config(path: Path) -> dict | None:
-    """hear_gram's ``config.json`` at ``path``; None when absent or not hear_gram's (another
-    library's config beside reference-layout weights).
+def read_config(path: Path) -> tuple[dict | None, dict | None]:
+    """The ``config.json`` at ``path``, read once: ``(config, None)`` for hear_gram's,
+    ``(None, content)`` for another library's (a ``transformers`` config beside
+    reference-layout weights), ``(None, None)`` when absent or not a JSON object.
 
     Raises:
         CheckpointError: not valid JSON, or a hear-gram config that lacks a field, has the
             wrong type for one, names an unknown variant or comes from a newer format.
     """
     if not path.is_file():
-        return None
+        return None, None
     fix = "restore it from where the checkpoint came from, or write the folder anew"
     try:
         config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{path} is not valid JSON ({error}): {fix}") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        return None
+    if not isinstance(config, dict):
+        return None, None
+    if config.get("format") != FORMAT:
+        return None, config
     fields = {
         "format_version": int,
         "variant": str,
@@ -223,7 +226,7 @@ def read_config(path: Path) -> dict | None:
             + ", ".join(f"{k} {spec[k]!r}, not {config[k]!r}" for k in wrong)
             + f": {fix}"
         )
-    return config
+    return config, None
 
 
 def read_sharded(index: Path) -> dict[str, Tensor]:
@@ -278,16 +281,7 @@ def _weights_and_config(path: Path) -> tuple[Path, dict | None, dict | None]:
                 "`python -m hear_gram.convert IN OUT_FOLDER --variant NAME`"
             )
         weights, config_path = path, path.with_name(CONFIG_NAME)
-    config = read_config(config_path)
-    return weights, config, None if config is not None else foreign_config(config_path)
-
-
-def foreign_config(path: Path) -> dict | None:
-    """A ``config.json`` that is not hear_gram's, as a dict (None when absent)."""
-    if not path.is_file():
-        return None
-    content = json.loads(path.read_text())  # read_config already refused bad JSON
-    return content if isinstance(content, dict) else None
+    return weights, *read_config(config_path)
 
 
 def load_state_strict(module: nn.Module, state: dict[str, Tensor], what: str) -> None:
@@ -393,6 +387,11 @@ def describe_source(ref: str, path: Path) -> str:
     return str(path)
 
 
+def _plain(value: object) -> object:
+    """``value`` with tuples as lists, so that a JSON list equals a shape tuple."""
+    return list(value) if isinstance(value, list | tuple) else value
+
+
 def encoder_from_reference(
     state: dict[str, Tensor], variant: str, source: str, foreign: dict | None = None
 ) -> tuple[nn.Module, dict]:
@@ -423,10 +422,8 @@ def encoder_from_reference(
     clash = [
         f"{k} {v!r} in config.json but {args[k]!r} in the weights"
         for k, v in lent.items()
-        if k in args and k not in ("num_heads", "norm_eps")
-        and (list(v) if isinstance(v, list | tuple) else v)
-        != (list(args[k]) if isinstance(args[k], list | tuple) else args[k])
-    ]  # fmt: skip
+        if k in args and k not in ("num_heads", "norm_eps") and _plain(v) != _plain(args[k])
+    ]
     if clash:
         raise CheckpointError(f"{source}: its config.json disagrees with its weights: {clash}")
     args.update({k: lent[k] for k in ("num_heads", "norm_eps") if k in lent})
