@@ -42,8 +42,7 @@ from natheear_tasks.evaluation.seld_probe import (
 )
 from natheear_tasks.formats import published
 from natheear_tasks.formats.dcase_frames import FrameRow, azimuth_elevation
-from natheear_tasks.formats.published import SeldFormat
-from natheear_tasks.paths import check_name
+from natheear_tasks.formats.published import SeldEvent, SeldFormat
 from natheear_tasks.tasks.seld_folder import read_task
 from natheear_tasks.tasks.taskdir import atomic_write_json
 
@@ -60,7 +59,7 @@ def kit_localization_scores(prediction: Tensor, target: Tensor) -> dict[str, flo
     p, t = prediction.double().numpy(), target.double().numpy()
     with np.errstate(invalid="ignore"):  # a chord over 2 is NaN, kept as the kit keeps it
         chord = 2 * np.arcsin(np.sqrt(((t - p) ** 2).sum(axis=1)) / 2) * (180 / np.pi)
-    chord = np.nan_to_num(chord, 180)  # as the kit: NaN (a chord over 2) becomes 0, not 180
+    chord = np.nan_to_num(chord, nan=0.0)  # the kit's nan_to_num(x, 180): 180 is `copy`
     angles = doa_probe.doa_error_deg(prediction, target).double().numpy()
     return {
         "DOA": float(chord.mean()),
@@ -112,7 +111,7 @@ class AccdoaProbe(nn.Module):
         return torch.tanh(self.projection(self.hidden(x))).view(len(x), self.num_classes, 3)
 
 
-def step_targets(events: list[published.SeldEvent], timestamps: np.ndarray, classes: int) -> Tensor:
+def step_targets(events: list[SeldEvent], timestamps: np.ndarray, classes: int) -> Tensor:
     """``(S, C, 3)`` the kit's targets at the step timestamps (module docstring)."""
     y = torch.zeros(len(timestamps), classes, 3)
     for event in events:
@@ -174,24 +173,20 @@ def _scores(counts: SeldCounts, average: str) -> dict[str, float | None]:
 
 
 def load_step_split(
-    embed_task_dir: Path, task_dir: Path, split: str, fmt: SeldFormat, events: dict
+    embed_task_dir: Path, split: str, fmt: SeldFormat, events: dict[str, list[SeldEvent]]
 ) -> StepSplit:
-    """One split's step embeddings (not pooled) and the kit's step targets."""
-    split = check_name(split, "split name", single=True)
+    """One split's step embeddings (not pooled) and the kit's step targets of its files'
+    ``events`` (checked by :func:`~natheear_tasks.tasks.seld_folder.read_task`)."""
     names, xs, ys, steps = [], [], [], []
     for name in sorted(events):
-        check_name(name, f"{split}.json: file name")
         base = embed_task_dir / split / name
         embedding = np.load(f"{base}.embedding.npy")
         timestamps = np.asarray(json.loads(Path(f"{base}.timestamps.json").read_text()), float)
         if embedding.ndim != 2 or len(embedding) != len(timestamps) or len(timestamps) < 2:
             raise ValueError(f"{base}: the kit's SELD probe needs (S >= 2, D) step embeddings")
-        parsed, problems = published.parse_events(events[name], f"{split}.json[{name!r}]", fmt)
-        if problems:
-            raise ValueError("\n".join(problems))
         names.append(name)
         xs.append(torch.from_numpy(embedding.astype(np.float32)))
-        ys.append(step_targets(parsed, timestamps, len(fmt.classes)))
+        ys.append(step_targets(events[name], timestamps, len(fmt.classes)))
         steps.append(float(np.mean(np.diff(timestamps))))
     steps_1s = max(1, int(1000 // np.mean(steps)))
     return StepSplit(names, xs, ys, steps_1s)
@@ -209,13 +204,12 @@ def score_seld_task(
     layout: ``test``, ``folds``, ``file_counts``), marked ``"protocol": "listen-eval-kit"``."""
     metadata = json.loads((task_dir / "task_metadata.json").read_text())
     primary_metric(metadata)
-    fmt = read_task(task_dir, metadata).fmt
-    classes = len(fmt.classes)
-    splits = {}
-    for split in metadata["splits"]:
-        events = json.loads((task_dir / f"{check_name(split, 'split name', single=True)}.json")
-                            .read_text())  # fmt: skip
-        splits[split] = load_step_split(embed_task_dir, task_dir, split, fmt, events)
+    task = read_task(task_dir, metadata)
+    fmt, classes = task.fmt, len(task.fmt.classes)
+    splits = {
+        split: load_step_split(embed_task_dir, split, fmt, events)
+        for split, events in task.events.items()
+    }
 
     def gather(names: list[str]) -> StepSplit:
         return StepSplit.concat([splits[n] for n in names])

@@ -139,8 +139,8 @@ def predict(
         command += ["--seed", str(settings.seed), "--model-key", key]
         _run_logged(command, run_dir / "predictions.log", f"predictions of {spec.label}")
     kit = settings.protocol == kit_protocol.NAME
+    arguments = (settings.grid, settings.grid_points, settings.seed)
     for task in tasks:
-        arguments = (settings.grid, settings.grid_points, settings.seed)
         if task.localization:
             tqdm.write(f"[{spec.label}] localization probe on {task.name}")
             score = kit_protocol.score_localization_task if kit else doa_probe.score_task

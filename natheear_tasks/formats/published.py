@@ -283,14 +283,23 @@ def parse_events(events: object, where: str, fmt: SeldFormat) -> tuple[list[Seld
 def event_rows(
     events: object, where: str, fmt: SeldFormat, frames: int | None
 ) -> tuple[list[FrameRow], list[str]]:
-    """The label-frame rows of one file's SELD events, and every problem with them.
+    """The label-frame rows of one file's SELD events, and every problem with them
+    (:func:`parse_events`, then :func:`frame_rows`)."""
+    parsed, problems = parse_events(events, where, fmt)
+    rows, found = frame_rows(parsed, where, fmt, frames)
+    return rows, problems + found
+
+
+def frame_rows(
+    events: list[SeldEvent], where: str, fmt: SeldFormat, frames: int | None
+) -> tuple[list[FrameRow], list[str]]:
+    """The label-frame rows of one file's parsed events, and the events past its end.
 
     Each event gives a row in every frame it overlaps (``frames`` bounds them when known);
     its source is ``source_idx``, else its rank among the file's events of its class.
     """
-    parsed, problems = parse_events(events, where, fmt)
-    rows = []
-    for event in parsed:
+    rows, problems = [], []
+    for event in events:
         first = math.floor(event.start / fmt.frame_ms + 1e-9)
         last = math.ceil(event.end / fmt.frame_ms - 1e-9)
         if frames is not None and first >= frames:

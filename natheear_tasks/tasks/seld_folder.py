@@ -16,7 +16,7 @@ import soundfile as sf
 
 from natheear_tasks.formats import published
 from natheear_tasks.formats.dcase_frames import FrameRow
-from natheear_tasks.formats.published import SeldFormat
+from natheear_tasks.formats.published import SeldEvent, SeldFormat
 from natheear_tasks.paths import check_name
 
 CHUNKS_FILE = "chunks.jsonl"
@@ -28,6 +28,7 @@ class SeldTask:
     """A SELD task folder as the probe reads it."""
 
     fmt: SeldFormat
+    events: dict[str, dict[str, list[SeldEvent]]]  # split -> file -> events, checked
     labels: dict[str, dict[str, list[FrameRow]]]  # split -> file -> label-frame rows
     frames: dict[tuple[str, str], int]  # (split, file) -> label frames of the file
     scored: dict[tuple[str, str], int]  # (split, file) -> frames scored (<= frames)
@@ -101,7 +102,7 @@ def read_task(task_dir: Path, metadata: dict) -> SeldTask:
         raise ValueError("\n".join(problems))
     duration = metadata.get("sample_duration")
     seconds = chunk_seconds(task_dir)
-    labels, frames, scored = {}, {}, {}
+    parsed, labels, frames, scored = {}, {}, {}, {}
     for split in metadata["splits"]:
         split = check_name(split, "split name", single=True)
         try:
@@ -112,7 +113,7 @@ def read_task(task_dir: Path, metadata: dict) -> SeldTask:
         if not isinstance(events, dict) or not events:
             problems.append(f"{split}.json holds no files")
             continue
-        labels[split] = {}
+        parsed[split], labels[split] = {}, {}
         for name in sorted(events):
             check_name(name, f"{split}.json: file name")
             length = duration if duration is not None else _wav_seconds(task_dir, split, name)
@@ -121,9 +122,11 @@ def read_task(task_dir: Path, metadata: dict) -> SeldTask:
                                 "is null)")  # fmt: skip
                 continue
             count = _frames(length, fmt)
-            rows, found = published.event_rows(events[name], f"{split}.json[{name!r}]", fmt, count)
-            problems += found
-            labels[split][name] = rows
+            where = f"{split}.json[{name!r}]"
+            file_events, found = published.parse_events(events[name], where, fmt)
+            rows, past_end = published.frame_rows(file_events, where, fmt, count)
+            problems += found + past_end
+            parsed[split][name], labels[split][name] = file_events, rows
             frames[split, name] = count
             if seconds is None:
                 scored[split, name] = count
@@ -143,7 +146,7 @@ def read_task(task_dir: Path, metadata: dict) -> SeldTask:
         else "sample_duration" if duration is not None
         else "wav lengths"
     )  # fmt: skip
-    return SeldTask(fmt, labels, frames, scored, frames_from)
+    return SeldTask(fmt, parsed, labels, frames, scored, frames_from)
 
 
 def task_problems(task_dir: Path, metadata: dict) -> list[str]:
