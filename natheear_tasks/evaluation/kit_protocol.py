@@ -39,8 +39,8 @@ from natheear_tasks.evaluation.seld_probe import (
     SCORES_NAME,
     counts_json,
     primary_metric,
+    scores_or_none,
 )
-from natheear_tasks.formats import published
 from natheear_tasks.formats.dcase_frames import FrameRow, azimuth_elevation
 from natheear_tasks.formats.published import SeldEvent, SeldFormat
 from natheear_tasks.tasks.seld_folder import read_task
@@ -165,13 +165,6 @@ class StepSplit:
         return counts
 
 
-def _scores(counts: SeldCounts, average: str) -> dict[str, float | None]:
-    if counts.n_ref.sum() == 0:
-        return dict.fromkeys(published.SELD_METRICS)
-    s = seld_scores(counts, average)
-    return {"seld_score": s.seld, "ER20": s.er20, "F20": s.f20, "LE_CD": s.le_cd, "LR_CD": s.lr_cd}
-
-
 def load_step_split(
     embed_task_dir: Path, split: str, fmt: SeldFormat, events: dict[str, list[SeldEvent]]
 ) -> StepSplit:
@@ -240,7 +233,7 @@ def score_seld_task(
             test = gather(p["test"])
             counts = test.file_counts(result.model, fmt, fitted[0].conf["batch_size"])
             folds[fold_name(p)] = {
-                **_scores(SeldCounts.total(counts, classes), fmt.average),
+                **scores_or_none(SeldCounts.total(counts, classes), fmt.average),
                 f"validation_{METRIC}": result.validation,
                 "epoch": result.epoch,
                 "files": test.names,
@@ -250,7 +243,7 @@ def score_seld_task(
         "metric": METRIC,
         "protocol": NAME,
         "test": {
-            **_scores(SeldCounts.total(list(per_file.values()), classes), fmt.average),
+            **scores_or_none(SeldCounts.total(list(per_file.values()), classes), fmt.average),
             "files": len(per_file),
         },  # fmt: skip
         "folds": folds,

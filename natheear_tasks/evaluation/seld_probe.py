@@ -362,7 +362,7 @@ def fit_and_score(
             test = gather(p["test"])
             counts = file_counts(result.model, test, fmt, best.conf["batch_size"])
             folds[fold_name(p)] = {
-                **_scores_or_none(SeldCounts.total(counts, num_classes), fmt.average),
+                **scores_or_none(SeldCounts.total(counts, num_classes), fmt.average),
                 f"validation_{METRIC}": result.validation,
                 "epoch": result.epoch,
                 "files": test.names,
@@ -371,7 +371,7 @@ def fit_and_score(
     total = SeldCounts.total(list(per_file.values()), num_classes)
     return {
         "metric": METRIC,
-        "test": {**_scores_or_none(total, fmt.average), "files": len(per_file)},
+        "test": {**scores_or_none(total, fmt.average), "files": len(per_file)},
         "scoring": {
             "doa_threshold": fmt.doa_threshold,
             "average": fmt.average,
@@ -386,7 +386,7 @@ def fit_and_score(
     }
 
 
-def _scores_or_none(counts: SeldCounts, average: str) -> dict[str, float | None]:
+def scores_or_none(counts: SeldCounts, average: str) -> dict[str, float | None]:
     """The metrics, or None for each when no reference event was counted."""
     if counts.n_ref.sum() == 0:
         return dict.fromkeys(METRICS)
