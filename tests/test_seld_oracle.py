@@ -217,3 +217,22 @@ def test_a_published_task_folder_is_localized_with_its_direction_convention(tmp_
     assert report.scores.f20 > 0.9
     record = json.loads((out / "oracle.json").read_text())
     assert record["layout"] == "task" and record["label_frames_1s"] == per_second
+
+
+def test_a_task_wav_that_cannot_be_read_is_named(tmp_path, capsys):
+    task = tmp_path / "published-seld"
+    (task / str(RATE) / "test").mkdir(parents=True)
+    (task / str(RATE) / "test" / "x.wav").write_bytes(b"not a wav")
+    metadata = {
+        "task_name": "published-seld", "embedding_type": "event", "prediction_type": "accdoa",
+        "split_mode": "trainvaltest", "splits": ["test"], "sample_duration": 1.0,
+        "evaluation": ["SELD"],
+    }  # fmt: skip
+    (task / "task_metadata.json").write_text(json.dumps(metadata))
+    (task / "labelvocabulary.csv").write_text("idx,label\n0,a\n")
+    event = {"label": "a", "start": 0.0, "end": 500.0, "direction": [30.0, 0.0]}
+    (task / "test.json").write_text(json.dumps({"x.wav": [event]}))
+    out = tmp_path / "oracle"
+    assert main(["seld-oracle", str(task), str(out), "--layout", "task"]) == 2
+    assert "x.wav cannot be read" in capsys.readouterr().err
+    assert not out.exists()

@@ -185,10 +185,15 @@ def task_files(task_dir: Path) -> tuple[list[str], int, list[TaskFile]]:
         for name, rows in labels.items():
             wav = task_dir / str(rates[-1]) / split / name
             stem = f"{split}__{name.removesuffix('.wav').replace('/', '__')}"
+            try:
+                channels = sf.info(str(wav)).channels if wav.is_file() else 0
+            except (RuntimeError, sf.LibsndfileError) as error:
+                problems.append(f"{wav} cannot be read ({error})")
+                continue
             if not wav.is_file():
                 problems.append(f"{wav} is missing")
-            elif sf.info(str(wav)).channels != 4:
-                problems.append(f"{wav} has {sf.info(str(wav)).channels} channels, not 4 (FOA)")
+            elif channels != 4:
+                problems.append(f"{wav} has {channels} channels, not 4 (FOA)")
             elif stem in stems:
                 problems.append(f"{split}/{name}: two files would write {stem}.csv")
             else:
