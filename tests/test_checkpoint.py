@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import traceback
+from pathlib import Path
 
 import pytest
 import torch
@@ -162,16 +163,21 @@ def fake_hub_cache(cache, repo_id, files):
         shutil.copy(source, snapshot / name)
 
 
-def test_hub_reference_resolves_from_the_local_cache_offline(tmp_path, monkeypatch):
-    cache = tmp_path / "hub"
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch) -> Path:
+    """An empty Hub cache (``HF_HUB_CACHE``) read offline (:func:`fake_hub_cache` fills it)."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path / "hub"
+
+
+def test_hub_reference_resolves_from_the_local_cache_offline(tmp_path, offline_hub):
     torch.manual_seed(3)
     reference = ReferenceGramT(2, (16, 8), dim=128, depth=1, heads=2).eval()
     save_file(reference_state_dict(reference), tmp_path / "model.safetensors")
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gramt"}))
     fake_hub_cache(
-        cache,
+        offline_hub,
         "someone/gram-test",
         {
             "model.safetensors": tmp_path / "model.safetensors",
@@ -185,9 +191,7 @@ def test_hub_reference_resolves_from_the_local_cache_offline(tmp_path, monkeypat
     assert config["metadata"]["converted_from"] == f"someone/gram-test@{commit}"
 
 
-def test_default_weights_offline_and_not_cached_say_how_to_get_them(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_default_weights_offline_and_not_cached_say_how_to_get_them(tmp_path, offline_hub):
     with pytest.raises(
         CheckpointError, match="labhamlet/gramt-binaural.*`hf download labhamlet/gramt-binaural`"
     ):
@@ -207,11 +211,11 @@ def test_default_weights_offline_and_not_cached_say_how_to_get_them(tmp_path, mo
         hear_api.load_model("gram-binaural", str(tmp_path / "missing" / "x"))
 
 
-def test_missing_local_path_shaped_like_a_hub_reference_says_so_first(tmp_path, monkeypatch):
+def test_missing_local_path_shaped_like_a_hub_reference_says_so_first(
+    tmp_path, monkeypatch, offline_hub
+):
     """The README's exported/gram-binaural before exporting: not a Hub problem first, the
     current huggingface_hub CLI's advice, and one traceback (no chained Hub errors)."""
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CheckpointError) as caught:
         hear_api.load_model("gram-binaural", "exported/gram-binaural@v1")
@@ -330,13 +334,10 @@ def _wrapper_state(reference, layout: str) -> dict:
 
 @pytest.mark.parametrize("layout", ["lightning", "runtime", "pretrained"])
 @pytest.mark.parametrize("variant", sorted(RELEASED))
-def test_every_released_reference_loads_from_the_hub_cache(tmp_path, monkeypatch, variant, layout):
+def test_every_released_reference_loads_from_the_hub_cache(tmp_path, offline_hub, variant, layout):
     """Each of the five released repositories, as its module's default, from a Hub cache
     holding its weights in any of the plausible layouts, a transformers config.json (heads
     taken from it) and custom modeling code that must never run."""
-    cache = tmp_path / "hub"
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     torch.manual_seed(4)
     in_chans, patch = LAYOUT_OF[variant]
     reference = ReferenceGramT(in_chans, patch, dim=128, depth=2, heads=4).eval()
@@ -346,7 +347,7 @@ def test_every_released_reference_loads_from_the_hub_cache(tmp_path, monkeypatch
     (files / "config.json").write_text(json.dumps(TRANSFORMERS_CONFIG))
     marker = tmp_path / "code-ran"
     (files / "modeling_gramt.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
-    fake_hub_cache(cache, RELEASED[variant], {n: files / n for n in os.listdir(files)})
+    fake_hub_cache(offline_hub, RELEASED[variant], {n: files / n for n in os.listdir(files)})
     model = hear_api.load_model(variant, sample_rate=16000)
     assert model.encoder.blocks[0].attn.num_heads == 4 and not marker.exists()
     x = torch.randn(1, in_chans, 128, 200)
@@ -356,10 +357,7 @@ def test_every_released_reference_loads_from_the_hub_cache(tmp_path, monkeypatch
     torch.testing.assert_close(model.encoder.forward_tokens(x), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_sharded_weights_load_and_mismatches_name_repository_and_revision(tmp_path, monkeypatch):
-    cache = tmp_path / "hub"
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_sharded_weights_load_and_mismatches_name_repository_and_revision(tmp_path, offline_hub):
     torch.manual_seed(5)
     reference = ReferenceGramT(2, (16, 8), dim=128, depth=2, heads=4).eval()
     state = reference_state_dict(reference)
@@ -373,14 +371,18 @@ def test_sharded_weights_load_and_mismatches_name_repository_and_revision(tmp_pa
     weight_map = {k: name for name, part in halves.items() for k in part}
     (files / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
     (files / "config.json").write_text(json.dumps(TRANSFORMERS_CONFIG))
-    fake_hub_cache(cache, "labhamlet/gramt-binaural", {n: files / n for n in os.listdir(files)})
+    fake_hub_cache(
+        offline_hub, "labhamlet/gramt-binaural", {n: files / n for n in os.listdir(files)}
+    )
     encoder, _ = load_encoder("labhamlet/gramt-binaural", "gram-binaural")
     x = torch.randn(1, 2, 128, 200)
     torch.testing.assert_close(encoder.eval().forward_tokens(x), reference(x), rtol=1e-5, atol=1e-5)
     # a config that disagrees with the weights, then weights with an unknown key
     (files / "config.json").write_text(json.dumps({**TRANSFORMERS_CONFIG, "hidden_size": 256}))
-    shutil.rmtree(cache)
-    fake_hub_cache(cache, "labhamlet/gramt-binaural", {n: files / n for n in os.listdir(files)})
+    shutil.rmtree(offline_hub)
+    fake_hub_cache(
+        offline_hub, "labhamlet/gramt-binaural", {n: files / n for n in os.listdir(files)}
+    )
     commit = "0123456789abcdef0123456789abcdef01234567"
     with pytest.raises(CheckpointError, match=rf"labhamlet/gramt-binaural@{commit}: its "
                        r"config.json disagrees.*embed_dim 256.*128"):  # fmt: skip
