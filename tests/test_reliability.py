@@ -26,6 +26,12 @@ PARENT = (
 )
 
 
+def kill_test(test):
+    """A test run once with SIGKILL and once with SIGTERM as ``how``, on Linux (/proc)."""
+    linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+    return linux(pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])(test))
+
+
 def descendants(pid: int) -> list[int]:
     """Every living process below ``pid`` (read from /proc)."""
     parents = {}
@@ -82,8 +88,7 @@ def stop_and_check_nothing_survives(command: subprocess.Popen, how: int, output)
     ]
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+@kill_test
 def test_a_child_dies_with_its_command(how):
     parent = subprocess.Popen([sys.executable, "-c", PARENT], cwd=ROOT, env={**os.environ})
     try:
@@ -96,8 +101,7 @@ def test_a_child_dies_with_its_command(how):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+@kill_test
 def test_killing_evaluate_leaves_no_heareval_process(tmp_path, how):
     tasks = tmp_path / "tasks"
     write_task(tasks, "tones", "scene", files_per_split=3)
@@ -115,8 +119,7 @@ def test_killing_evaluate_leaves_no_heareval_process(tmp_path, how):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+@kill_test
 def test_killing_the_demo_stops_its_pretraining(tmp_path, how):
     """The main job killed while its training.pretrain child trains: nothing keeps running."""
     command = [sys.executable, "-m", "natheear_tasks", "demo", "--out", str(tmp_path / "demo"),
